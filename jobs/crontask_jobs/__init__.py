@@ -1,0 +1,1 @@
+"""crontask maintenance jobs: recover, decay, process, run against PostgreSQL."""

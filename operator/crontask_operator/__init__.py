@@ -1,0 +1,1 @@
+"""The crontask operator: CronTask custom resources reconciled into CronJobs."""
