@@ -1,0 +1,61 @@
+"""Finding the pipeline to run: an entry point in group `crontask.pipeline`, or `module:callable`.
+
+Third-party packages register their pipeline as an entry point and select it by name; a module
+on the path can be named directly. Either resolves to a Stage sequence, or a callable returning
+one, validated here so a bad plugin is a configuration error (exit 2), not a failed run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Any, Final
+
+from crontask_jobs.pipeline.stage import Stage
+
+ENTRY_POINT_GROUP: Final = "crontask.pipeline"
+DEFAULT_PIPELINE: Final = "default"
+
+
+class PipelineError(ValueError):
+    pass
+
+
+def _resolve(spec: str) -> Any:
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = import_module(module_name)
+        except ImportError as exc:
+            raise PipelineError(f"pipeline {spec!r}: cannot import {module_name!r}: {exc}") from exc
+        try:
+            return getattr(module, attr)
+        except AttributeError as exc:
+            raise PipelineError(f"pipeline {spec!r}: {module_name!r} has no {attr!r}") from exc
+    found = entry_points(group=ENTRY_POINT_GROUP, name=spec)
+    if not found:
+        known = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+        raise PipelineError(f"no pipeline named {spec!r} in entry point group "
+                            f"{ENTRY_POINT_GROUP!r} (known: {', '.join(known) or 'none'}); "
+                            "or give module:callable")
+    return next(iter(found)).load()
+
+
+def validate(stages: Any, spec: str) -> list[Stage]:
+    if not isinstance(stages, Sequence) or not stages:
+        raise PipelineError(f"pipeline {spec!r} must give a non-empty list of Stage")
+    names: set[str] = set()
+    for stage in stages:
+        if not isinstance(stage, Stage):
+            raise PipelineError(f"pipeline {spec!r}: {stage!r} is not a Stage")
+        if stage.name in names:
+            raise PipelineError(f"pipeline {spec!r}: stage name {stage.name!r} is repeated")
+        names.add(stage.name)
+    return list(stages)
+
+
+def load_pipeline(spec: str = DEFAULT_PIPELINE) -> list[Stage]:
+    target = _resolve(spec)
+    stages = target() if callable(target) else target
+    return validate(stages, spec)
