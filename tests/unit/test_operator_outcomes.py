@@ -1,0 +1,149 @@
+"""Reading a run's outcome from its Job and Pods, including pods killed before reporting."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from crontask_operator.outcomes import FAILED, SKIPPED, SUCCEEDED, job_result, pod_result, run_of
+from crontask_report import RunReport, RunStatus, StageErrors, StageTiming, encode
+
+FINISHED = "2026-01-05T12:00:05Z"
+SOON = dt.datetime(2026, 1, 5, 12, 0, 6, tzinfo=dt.UTC)
+LATER = dt.datetime(2026, 1, 5, 12, 5, 0, tzinfo=dt.UTC)
+
+
+def job(name: str = "process-29000000", *, failed: bool = False,
+        reason: str | None = None, message: str | None = None) -> dict[str, Any]:
+    cond = {"type": "Failed" if failed else "Complete", "status": "True",
+            "lastTransitionTime": FINISHED}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    status: dict[str, Any] = {"startTime": "2026-01-05T12:00:00Z", "conditions": [cond]}
+    if not failed:
+        status["completionTime"] = FINISHED
+    return {"metadata": {"name": name, "namespace": "ns",
+                         "labels": {"crontask.dev/crontask": "process"}},
+            "status": status}
+
+
+def pod(name: str = "process-29000000-abcde", job_name: str = "process-29000000", *,
+        message: str | None = None, reason: str = "Completed", exit_code: int = 0,
+        created: str = "2026-01-05T12:00:00Z", terminated: bool = True) -> dict[str, Any]:
+    state: dict[str, Any] = {"running": {}}
+    if terminated:
+        ended: dict[str, Any] = {"exitCode": exit_code, "reason": reason, "finishedAt": FINISHED}
+        if message:
+            ended["message"] = message
+        state = {"terminated": ended}
+    return {"metadata": {"name": name, "creationTimestamp": created,
+                         "labels": {"batch.kubernetes.io/job-name": job_name}},
+            "status": {"containerStatuses": [{"name": "crontask-job", "state": state}]}}
+
+
+def report(status: RunStatus = RunStatus.COMPLETED, **extra: Any) -> str:
+    return encode(RunReport(task="process", status=status, **extra))
+
+
+def test_running_job_has_no_run_yet() -> None:
+    running = {"metadata": {"name": "j", "namespace": "ns"}, "status": {"active": 1}}
+    assert run_of(job_result(running), [], SOON) is None
+
+
+def test_completed_run_with_stage_errors() -> None:
+    text = report(counts={"processed": 3, "failed": 1},
+                  stage_errors={"summarise": StageErrors(1, "conversation has no messages")},
+                  stage_timings={"summarise": StageTiming(3, 30.0, 20.0)},
+                  execution_id="42")
+    run = run_of(job_result(job()), [pod_result(pod(message=text))], SOON)
+    assert run is not None
+    assert run.outcome == SUCCEEDED
+    assert run.counts == {"processed": 3, "failed": 1}
+    assert run.stage_error_count == 1
+    assert run.stage_errors["summarise"].last_message == "conversation has no messages"
+    assert run.execution_id == "42"
+    assert run.start_time == "2026-01-05T12:00:00Z"
+    assert run.completion_time == FINISHED
+
+
+def test_skipped_run_keeps_its_reason() -> None:
+    text = report(RunStatus.SKIPPED, reason="recent_execution")
+    run = run_of(job_result(job()), [pod_result(pod(message=text))], SOON)
+    assert run is not None
+    assert run.outcome == SKIPPED
+    assert run.reason == "recent_execution"
+
+
+def test_failed_run_reports_its_error() -> None:
+    text = report(RunStatus.FAILED, reason="db_error", error="relation missing")
+    run = run_of(job_result(job(failed=True, reason="BackoffLimitExceeded")),
+                 [pod_result(pod(message=text, reason="Error", exit_code=1))], SOON)
+    assert run is not None
+    assert run.outcome == FAILED
+    assert (run.reason, run.message) == ("db_error", "relation missing")
+
+
+def test_oom_killed_pod_without_report() -> None:
+    run = run_of(job_result(job(failed=True, reason="BackoffLimitExceeded")),
+                 [pod_result(pod(reason="OOMKilled", exit_code=137))], SOON)
+    assert run is not None
+    assert run.outcome == FAILED
+    assert run.reason == "OOMKilled"
+    assert "exit code 137" in (run.message or "")
+
+
+def test_deadline_exceeded_wins_even_without_pods() -> None:
+    failed = job_result(job(failed=True, reason="DeadlineExceeded",
+                            message="Job was active longer than specified deadline"))
+    assert run_of(failed, [], SOON) is None, "waits a moment for the pods' final state"
+    run = run_of(failed, [], LATER)
+    assert run is not None
+    assert run.outcome == FAILED
+    assert run.reason == "DeadlineExceeded"
+
+
+def test_exit_code_names_configuration_and_database_errors() -> None:
+    run = run_of(job_result(job(failed=True, reason="BackoffLimitExceeded")),
+                 [pod_result(pod(reason="Error", exit_code=3))], SOON)
+    assert run is not None
+    assert run.reason == "DatabaseUnreachable"
+
+
+def test_garbage_termination_message_is_not_a_report() -> None:
+    run = run_of(job_result(job()), [pod_result(pod(message="Traceback: boom"))], SOON)
+    assert run is not None
+    assert run.outcome == SUCCEEDED
+    assert run.reason == "NoReport"
+
+
+def test_retries_and_parallel_pods_add_up() -> None:
+    first = report(RunStatus.FAILED, reason="stage_timeout", counts={"processed": 2},
+                   stage_errors={"classify": StageErrors(2, "first")})
+    second = report(counts={"processed": 5}, stage_errors={"classify": StageErrors(1, "second")})
+    pods = [pod_result(pod("p-2", message=second, created="2026-01-05T12:00:03Z")),
+            pod_result(pod("p-1", message=first, reason="Error", exit_code=1)),
+            pod_result(pod("other", job_name="someone-else", message=second))]
+    run = run_of(job_result(job()), pods, SOON)
+    assert run is not None
+    assert run.outcome == SUCCEEDED
+    assert run.counts == {"processed": 7}
+    assert run.stage_errors["classify"] == StageErrors(3, "second")
+
+
+def test_pod_lagging_behind_its_job_is_waited_for() -> None:
+    lagging = [pod_result(pod(terminated=False))]
+    assert run_of(job_result(job()), lagging, SOON) is None
+    run = run_of(job_result(job()), lagging, LATER)
+    assert run is not None
+    assert run.reason == "NoReport"
+
+
+def test_truncated_report_is_flagged() -> None:
+    errors = {f"stage{i}": StageErrors(i + 1, "x" * 300) for i in range(40)}
+    text = report(stage_errors=errors)
+    assert len(text.encode()) <= 4096
+    run = run_of(job_result(job()), [pod_result(pod(message=text))], SOON)
+    assert run is not None
+    assert run.truncated
