@@ -37,11 +37,12 @@ phase_summary() {
 
 # run_ticking LABEL CMD... : run CMD, printing a heartbeat every TICK seconds
 # (default 60) so long builds visibly progress. Returns CMD's exit status.
+# With RT_LOG=FILE, CMD's output goes to FILE (the heartbeat still goes to stderr).
 run_ticking() {
   local label="$1"; shift
   local tick="${TICK:-60}" t0 pid rc=0 n=0
   t0=$(date +%s)
-  "$@" &
+  if [ -n "${RT_LOG:-}" ]; then "$@" >> "$RT_LOG" 2>&1 & else "$@" & fi
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1

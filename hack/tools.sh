@@ -26,7 +26,7 @@ go_env
 
 K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 APT_PACKAGES=(containerd runc buildah debootstrap containernetworking-plugins iptables
-  iproute2 conntrack socat openssl ebtables postgresql gcc libc6-dev python3-venv python3-pip)
+  iproute2 conntrack socat openssl curl util-linux ebtables postgresql gcc libc6-dev python3-venv python3-pip)
 
 BIN_DIR="$(tools_bin_dir)"
 
@@ -68,7 +68,7 @@ gen_replaces() {
 
 module_gomod() { go mod download -json "$1" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p'; }
 module_time() {  # RFC3339 release time of a module version, from the proxy's .info
-  go mod download -json "$1" | sed -n 's/.*"Time": "\(.*\)".*/\1/p'
+  go list -m -json "$1" | sed -n 's/.*"Time": "\(.*\)".*/\1/p' | head -1
 }
 
 # write_wrapper DIR GO_DIRECTIVE GODEBUG REQUIRES REPLACES TOOLS
@@ -89,8 +89,12 @@ tool (
 ${tools})
 "
   mkdir -p "$dir"
-  if [ ! -f "$dir/go.mod.in" ] || [ "$(cat "$dir/go.mod.in")" != "$content" ]; then
-    printf '%s' "$content" > "$dir/go.mod.in"
+  # go.mod.in is what we generated; go.mod/go.sum are completed by `go mod tidy`.
+  printf '%s' "$content" > "$dir/go.mod.in.new"
+  if cmp -s "$dir/go.mod.in.new" "$dir/go.mod.in" && [ -s "$dir/go.sum" ]; then
+    rm -f "$dir/go.mod.in.new"
+  else
+    mv -f "$dir/go.mod.in.new" "$dir/go.mod.in"
     cp "$dir/go.mod.in" "$dir/go.mod"
     rm -f "$dir/go.sum"
   fi
@@ -215,4 +219,4 @@ main() {
   [ "$cmd" = apt ] || log "binaries in: ${BIN_DIR}"
 }
 
-main "$@"
+main "$@"; exit $?
