@@ -1,0 +1,105 @@
+"""Helpers for the database tests: seeding rows, running a task in its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from crontask_jobs.db import make_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+T = TypeVar("T")
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def run_async(url: URL, fn: Callable[[AsyncEngine], Awaitable[T]], pool_size: int = 12) -> T:
+    async def main() -> T:
+        engine = make_engine(url, pool_size=pool_size)
+        try:
+            return await fn(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def execute(engine: sa.Engine, statement: str, params: dict[str, Any] | None = None) -> Any:
+    with engine.begin() as conn:
+        return conn.execute(sa.text(statement), params or {})
+
+
+def scalar(engine: sa.Engine, statement: str, params: dict[str, Any] | None = None) -> Any:
+    with engine.begin() as conn:
+        return conn.execute(sa.text(statement), params or {}).scalar()
+
+
+def rows(engine: sa.Engine, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
+    with engine.begin() as conn:
+        return list(conn.execute(sa.text(statement), params or {}))
+
+
+def add_user(engine: sa.Engine, *, chapter: int = 1, score: float = 50,
+             inactive_hours: float = 0, decayed_hours_ago: float | None = None) -> uuid.UUID:
+    return uuid.UUID(str(scalar(engine, """
+        INSERT INTO users (chapter, relationship_score, last_interaction_at, last_decayed_at)
+        VALUES (:chapter, :score, now() - make_interval(secs => :inactive),
+                CASE WHEN CAST(:decayed AS float8) IS NULL THEN NULL
+                     ELSE now() - make_interval(secs => CAST(:decayed AS float8)) END)
+        RETURNING id""", {"chapter": chapter, "score": score, "inactive": inactive_hours * 3600,
+                          "decayed": None if decayed_hours_ago is None
+                          else decayed_hours_ago * 3600})))
+
+
+def add_conversations(engine: sa.Engine, n: int, *, status: str = "active",
+                      idle_minutes: float = 60, updated_minutes_ago: float = 0,
+                      messages: int = 2) -> list[uuid.UUID]:
+    """n conversations of one fresh user, each with `messages` messages."""
+    user = add_user(engine)
+    ids = [uuid.UUID(str(r[0])) for r in rows(engine, """
+        INSERT INTO conversations (user_id, status, last_message_at, updated_at)
+        SELECT :user, :status, now() - make_interval(secs => :idle),
+               now() - make_interval(secs => :upd)
+          FROM generate_series(1, :n)
+        RETURNING id""", {"user": user, "status": status, "idle": idle_minutes * 60,
+                          "upd": updated_minutes_ago * 60, "n": n})]
+    if messages:
+        execute(engine, """
+            INSERT INTO messages (conversation_id, role, content, created_at)
+            SELECT c, CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END,
+                   'message ' || i || ' about tomatoes and gardening',
+                   now() - interval '2 hours' + make_interval(secs => i)
+              FROM unnest(CAST(:ids AS uuid[])) AS c, generate_series(1, :m) AS i""",
+                {"ids": ids, "m": messages})
+    return ids
+
+
+def cli(args: Sequence[str], database_url: str | None, *, timeout: float = 60,
+        extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRONTASK_")}
+    env.pop("DATABASE_URL", None)
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    env["PYTHONPATH"] = str(HERE)
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable, "-m", "crontask_jobs", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def popen(args: Sequence[str], database_url: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRONTASK_")}
+    env["DATABASE_URL"] = database_url
+    env["PYTHONPATH"] = str(HERE)
+    return subprocess.Popen([sys.executable, "-m", "crontask_jobs", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+LOG_TABLE = "CREATE TABLE processed_log (conversation_id uuid, execution_id uuid)"

@@ -1,0 +1,184 @@
+"""decay (FR-002, seed T2.2): the guard, race-freedom, and SQL agreeing with the pure rules."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from crontask_jobs.db import make_engine
+from crontask_jobs.decay_rules import UserState, compute_decay
+from crontask_jobs.tasks.decay import DECAY_LOCK_KEY, DecayOptions, run_decay
+from crontask_report import RunReport, RunStatus, SkipReason
+from sqlalchemy.engine import URL
+from support import add_user, execute, rows, run_async, scalar
+
+pytestmark = pytest.mark.db
+
+
+def decay(url: URL, **kw: object) -> RunReport:
+    return run_async(url, lambda e: run_decay(e, DecayOptions(**kw)))  # type: ignore[arg-type]
+
+
+def age_completed_decays(sql: sa.Engine, minutes: int) -> None:
+    execute(sql, "UPDATE job_executions SET"
+                 " completed_at = completed_at - make_interval(mins => :m),"
+                 " started_at = started_at - make_interval(mins => :m) WHERE job_name = 'decay'",
+            {"m": minutes})
+
+
+def test_first_call_processes_normally(db_url: URL, sql: sa.Engine) -> None:
+    uid = add_user(sql, chapter=1, score=50, inactive_hours=10)  # 2 h past ch1's 8 h grace
+    report = decay(db_url)
+    assert report.status is RunStatus.COMPLETED
+    assert report.counts == {"users_decayed": 1, "game_over": 0, "points_decayed": 2}
+    score = scalar(sql, "SELECT relationship_score FROM users WHERE id = :id", {"id": uid})
+    assert Decimal("48.39") <= score <= Decimal("48.40")
+    [h] = rows(sql, "SELECT user_id, score_before, score_after, reason, execution_id"
+                    " FROM score_history")
+    assert (h.user_id, h.score_before, h.score_after, h.reason) == (uid, 50, score, "decay")
+    assert str(h.execution_id) == report.execution_id
+
+
+def test_second_call_within_window_is_skipped(db_url: URL, sql: sa.Engine) -> None:
+    add_user(sql, chapter=1, score=50, inactive_hours=10)
+    decay(db_url)
+    report = decay(db_url)
+    assert (report.status, report.reason) == (RunStatus.SKIPPED, SkipReason.RECENT_EXECUTION)
+    assert scalar(sql, "SELECT count(*) FROM score_history") == 1
+    statuses = [r[0] for r in rows(sql, "SELECT status FROM job_executions ORDER BY started_at")]
+    assert statuses == ["completed", "skipped"]
+
+
+def test_call_after_window_processes_normally(db_url: URL, sql: sa.Engine) -> None:
+    uid = add_user(sql, chapter=1, score=50, inactive_hours=10)
+    decay(db_url)
+    age_completed_decays(sql, 51)
+    # The user's clock moves back too, as if the hour had really passed.
+    execute(sql, "UPDATE users SET last_decayed_at = last_decayed_at - interval '51 minutes'")
+    before = scalar(sql, "SELECT relationship_score FROM users WHERE id = :id", {"id": uid})
+    report = decay(db_url)
+    assert report.status is RunStatus.COMPLETED
+    after = scalar(sql, "SELECT relationship_score FROM users WHERE id = :id", {"id": uid})
+    assert before - after == pytest.approx(Decimal("0.68"), abs=Decimal("0.02"))  # 51 min x 0.8/h
+
+
+def test_window_is_configurable(db_url: URL, sql: sa.Engine) -> None:
+    add_user(sql, chapter=1, score=50, inactive_hours=10)
+    decay(db_url)
+    age_completed_decays(sql, 20)
+    assert decay(db_url, window=timedelta(minutes=30)).status is RunStatus.SKIPPED
+    assert decay(db_url, window=timedelta(minutes=10)).status is RunStatus.COMPLETED
+
+
+def test_forced_rerun_cannot_take_the_same_hours_twice(db_url: URL, sql: sa.Engine) -> None:
+    uid = add_user(sql, chapter=2, score=80, inactive_hours=26)  # 10 h past ch2's 16 h grace
+    decay(db_url)
+    first = scalar(sql, "SELECT relationship_score FROM users WHERE id = :id", {"id": uid})
+    assert first == pytest.approx(Decimal("74.00"), abs=Decimal("0.01"))
+    age_completed_decays(sql, 120)  # defeat the window guard: a forced run
+    report = decay(db_url)
+    assert report.status is RunStatus.COMPLETED
+    second = scalar(sql, "SELECT relationship_score FROM users WHERE id = :id", {"id": uid})
+    assert first - second <= Decimal("0.01")
+
+
+def test_grace_period_and_floor(db_url: URL, sql: sa.Engine) -> None:
+    in_grace = add_user(sql, chapter=5, score=50, inactive_hours=71)
+    near_zero = add_user(sql, chapter=1, score=1, inactive_hours=20)
+    report = decay(db_url)
+    assert report.counts["game_over"] == 1
+    got = {r.id: r for r in rows(sql, "SELECT id, relationship_score, game_status FROM users")}
+    assert got[in_grace].relationship_score == 50
+    assert (got[near_zero].relationship_score, got[near_zero].game_status) == (0, "game_over")
+    # A game-over user is never decayed again.
+    age_completed_decays(sql, 120)
+    assert decay(db_url).counts["users_decayed"] == 0
+
+
+def test_cap_per_run(db_url: URL, sql: sa.Engine) -> None:
+    uid = add_user(sql, chapter=1, score=90, inactive_hours=200)
+    decay(db_url, max_decay_per_run=Decimal("3"))
+    assert scalar(sql, "SELECT relationship_score FROM users WHERE id = :id", {"id": uid}) == 87
+
+
+def test_sql_agrees_with_the_pure_rules(db_url: URL, sql: sa.Engine) -> None:
+    cases = [(ch, score, hours, decayed)
+             for ch in range(1, 6)
+             for score in (0.5, 37.25, 99.99)
+             for hours in (1, 9, 17, 30, 60, 100)
+             for decayed in (None, 0.5, 5)]
+    for ch, score, hours, decayed in cases:
+        add_user(sql, chapter=ch, score=score, inactive_hours=hours, decayed_hours_ago=decayed)
+    before = {r.id: r for r in rows(sql, "SELECT * FROM users")}
+    decay(db_url)
+    after = {r.id: r for r in rows(sql, "SELECT * FROM users")}
+    now = scalar(sql, "SELECT max(created_at) FROM score_history")
+    changed = 0
+    for uid, b in before.items():
+        expected = compute_decay(UserState(b.chapter, b.relationship_score,
+                                           b.last_interaction_at, b.last_decayed_at), now)
+        a = after[uid]
+        if expected is None:
+            assert a.relationship_score == b.relationship_score, (b, a)
+            continue
+        changed += 1
+        assert a.relationship_score == pytest.approx(expected.score_after, abs=Decimal("0.01"))
+        assert (a.game_status == "game_over") == expected.game_over
+    assert changed == scalar(sql, "SELECT count(*) FROM score_history") > 50
+
+
+def test_already_running_while_another_decay_holds_the_lock(db_url: URL, sql: sa.Engine) -> None:
+    add_user(sql, chapter=1, score=50, inactive_hours=10)
+    with sql.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": DECAY_LOCK_KEY})
+        report = decay(db_url)
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": DECAY_LOCK_KEY})
+    assert (report.status, report.reason) == (RunStatus.SKIPPED, SkipReason.ALREADY_RUNNING)
+    assert scalar(sql, "SELECT count(*) FROM score_history") == 0
+    assert decay(db_url).status is RunStatus.COMPLETED
+
+
+def test_sixteen_concurrent_runs_apply_decay_once(db_url: URL, sql: sa.Engine) -> None:
+    execute(sql, """INSERT INTO users (chapter, relationship_score, last_interaction_at)
+                    SELECT 1 + i % 5, 60, now() - interval '100 hours'
+                      FROM generate_series(1, 2000) AS i""")
+    n = 16
+    barrier = threading.Barrier(n)
+    reports: list[RunReport] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        async def main() -> RunReport:
+            engine = make_engine(db_url, pool_size=2)
+            try:
+                async with engine.connect() as conn:  # connect before the barrier
+                    await conn.execute(sa.text("SELECT 1"))
+                barrier.wait(timeout=30)
+                return await run_decay(engine, DecayOptions())
+            finally:
+                await engine.dispose()
+        try:
+            reports.append(asyncio.run(main()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors, errors
+    assert len(reports) == n
+    completed = [r for r in reports if r.status is RunStatus.COMPLETED]
+    assert len(completed) == 1
+    assert completed[0].counts["users_decayed"] == 2000
+    assert {r.reason for r in reports if r.status is RunStatus.SKIPPED} <= {
+        SkipReason.ALREADY_RUNNING, SkipReason.RECENT_EXECUTION}
+    assert scalar(sql, "SELECT count(*) FROM score_history") == 2000
+    assert scalar(sql, "SELECT count(DISTINCT user_id) FROM score_history") == 2000
+    assert scalar(sql, "SELECT count(*) FROM job_executions WHERE status = 'completed'") == 1
+    assert scalar(sql, "SELECT count(*) FROM job_executions WHERE status = 'skipped'") == n - 1

@@ -1,0 +1,234 @@
+"""process (FR-003/FR-004, seed T3.3, T4.2): bounded claims, deferral, stage errors and timings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from crontask_jobs.db import make_engine
+from crontask_jobs.pipeline import Stage, StageContext
+from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages
+from crontask_jobs.tasks.process import ProcessOptions, run_process
+from crontask_report import RunReport
+from pipelines_for_tests import (
+    recording,
+    with_critical_failure,
+    with_failing_stage,
+    with_hanging_stage,
+)
+from sqlalchemy.engine import URL
+from support import LOG_TABLE, add_conversations, execute, rows, run_async, scalar
+
+pytestmark = pytest.mark.db
+
+
+def process(url: URL, stages: Sequence[Stage], **kw: object) -> RunReport:
+    options = ProcessOptions(**kw)  # type: ignore[arg-type]
+    return run_async(url, lambda e: run_process(e, options, stages))
+
+
+def statuses(sql: sa.Engine) -> dict[str, int]:
+    return dict(rows(sql, "SELECT status, count(*) FROM conversations GROUP BY status"))
+
+
+def result(sql: sa.Engine, execution_id: str | None) -> dict[str, object]:
+    value = scalar(sql, "SELECT result FROM job_executions WHERE id = :id", {"id": execution_id})
+    assert isinstance(value, dict)
+    return value
+
+
+@pytest.fixture
+def log_table(sql: sa.Engine) -> None:
+    execute(sql, LOG_TABLE)
+
+
+@pytest.mark.usefixtures("log_table")
+def test_25_eligible_with_limit_10(db_url: URL, sql: sa.Engine,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    add_conversations(sql, 25, idle_minutes=20)
+    with caplog.at_level(logging.INFO, logger="crontask_jobs"):
+        report = process(db_url, recording())
+    assert report.counts == {"detected": 25, "claimed": 10, "processed": 10, "failed": 0,
+                             "deferred": 15, "lost": 0}
+    assert statuses(sql) == {"processed": 10, "active": 15}
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'active'"
+                       " AND claimed_by IS NULL AND attempts = 0") == 15
+    assert any("15 eligible conversation(s) deferred" in r.getMessage() for r in caplog.records)
+    doc = result(sql, report.execution_id)
+    assert (doc["processed"], doc["deferred"], doc["detected"]) == (10, 15, 25)
+
+
+@pytest.mark.usefixtures("log_table")
+def test_all_processed_when_under_the_limit(db_url: URL, sql: sa.Engine) -> None:
+    add_conversations(sql, 5, idle_minutes=20)
+    add_conversations(sql, 3, idle_minutes=5)  # not idle long enough
+    report = process(db_url, recording())
+    assert (report.counts["processed"], report.counts["deferred"]) == (5, 0)
+    assert statuses(sql) == {"processed": 5, "active": 3}
+
+
+@pytest.mark.usefixtures("log_table")
+def test_semaphore_bounds_concurrency(db_url: URL, sql: sa.Engine) -> None:
+    add_conversations(sql, 12, idle_minutes=20, messages=0)
+    running = 0
+    peak = 0
+
+    async def measure(ctx: StageContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    report = process(db_url, [Stage("measure", measure)], batch_size=12,
+                     max_concurrent_pipelines=3)
+    assert report.counts["processed"] == 12
+    assert peak == 3
+
+
+@pytest.mark.usefixtures("log_table")
+def test_failing_stage_is_recorded_with_its_timing(db_url: URL, sql: sa.Engine) -> None:
+    add_conversations(sql, 4, idle_minutes=20)
+    report = process(db_url, with_failing_stage())
+    assert report.counts["processed"] == 4  # non-critical: the rest went on
+    assert report.stage_errors["enrich"].count == 4
+    assert "enrichment service said no" in report.stage_errors["enrich"].last_message
+    assert report.stage_timings["enrich"].count == 4
+    assert report.stage_timings["enrich"].max_ms >= 10
+    assert report.stage_timings["slow"].count == 4
+    doc = result(sql, report.execution_id)
+    errors = doc["stage_errors"]
+    timings = doc["stage_timings"]
+    assert isinstance(errors, dict)
+    assert isinstance(timings, dict)
+    assert errors["enrich"]["count"] == 4
+    assert set(timings) == {"record", "enrich", "slow"}
+    assert timings["enrich"]["total_ms"] >= 40
+    assert scalar(sql, "SELECT count(*) FROM processed_log") == 4
+
+
+@pytest.mark.usefixtures("log_table")
+def test_critical_failure_fails_the_conversation_and_rolls_back(db_url: URL,
+                                                                sql: sa.Engine) -> None:
+    add_conversations(sql, 3, idle_minutes=20)
+    report = process(db_url, with_critical_failure())
+    assert (report.counts["processed"], report.counts["failed"]) == (0, 3)
+    assert statuses(sql) == {"failed": 3}
+    assert scalar(sql, "SELECT count(*) FROM processed_log") == 0  # earlier stage rolled back
+    assert "slow" not in report.stage_timings  # stages after a critical failure do not run
+    reason = scalar(sql, "SELECT min(failure_reason) FROM conversations")
+    assert reason.startswith("stage enrich: boom")
+
+
+@pytest.mark.usefixtures("log_table")
+def test_hanging_stage_is_timed_out(db_url: URL, sql: sa.Engine) -> None:
+    add_conversations(sql, 2, idle_minutes=20)
+    report = process(db_url, with_hanging_stage())
+    assert report.counts["processed"] == 2
+    assert report.stage_errors["hang"].count == 2
+    assert report.stage_errors["hang"].last_message.startswith("timed out after")
+    assert 250 <= report.stage_timings["hang"].max_ms < 2000
+
+
+@pytest.mark.usefixtures("log_table")
+def test_stage_timeout_flag_overrides_the_stage(db_url: URL, sql: sa.Engine) -> None:
+    add_conversations(sql, 1, idle_minutes=20)
+    report = process(db_url, with_hanging_stage(),
+                     stage_timeouts={"hang": timedelta(milliseconds=100)})
+    assert report.stage_timings["hang"].max_ms < 280
+
+
+def test_default_pipeline(db_url: URL, sql: sa.Engine) -> None:
+    with_messages = add_conversations(sql, 2, idle_minutes=20, messages=3)
+    [empty] = add_conversations(sql, 1, idle_minutes=20, messages=0)
+    execute(sql, "UPDATE users SET last_interaction_at = now() - interval '3 days'")
+    report = process(db_url, default_stages())
+    assert report.counts["processed"] == 3
+    assert report.stage_errors["summarise"].count == 1
+    assert report.stage_errors["summarise"].last_message == NO_MESSAGES
+    got = {r.id: r for r in rows(sql, "SELECT id, status, summary, message_count"
+                                      " FROM conversations")}
+    assert got[empty].status == "processed"
+    assert got[empty].summary is None
+    for cid in with_messages:
+        assert got[cid].status == "processed"
+        assert got[cid].message_count == 3
+        assert got[cid].summary.startswith("3 messages (1 assistant, 2 user)")
+        assert "tomatoes" in got[cid].summary
+    stale = scalar(sql, "SELECT count(*) FROM users WHERE last_interaction_at"
+                        " < now() - interval '2 days'")
+    assert stale == 0  # touch_user moved every user's clock to their conversation's
+
+
+@pytest.mark.usefixtures("log_table")
+def test_max_in_flight_bounds_claims_across_runs(db_url: URL, sql: sa.Engine) -> None:
+    add_conversations(sql, 3, status="processing", idle_minutes=20)  # another run's work
+    add_conversations(sql, 10, idle_minutes=20)
+    report = process(db_url, recording(), max_in_flight=5)
+    assert (report.counts["claimed"], report.counts["deferred"]) == (2, 8)
+    report = process(db_url, recording(), max_in_flight=3)
+    assert report.counts["claimed"] == 0
+
+
+@pytest.mark.usefixtures("log_table")
+def test_recovered_meanwhile_is_not_overwritten(db_url: URL, sql: sa.Engine) -> None:
+    [cid] = add_conversations(sql, 1, idle_minutes=20)
+
+    async def recovered_behind_our_back(ctx: StageContext) -> None:
+        # Another session (recover) fails the conversation while the pipeline runs.
+        await asyncio.to_thread(execute, sql, "UPDATE conversations SET status = 'failed',"
+                                " failure_reason = 'recovered' WHERE id = :id", {"id": cid})
+
+    async def write_summary(ctx: StageContext) -> None:
+        await ctx.conn.execute(sa.text("UPDATE conversations SET summary = 'late'"
+                                       " WHERE id = :id"), {"id": ctx.conversation_id})
+
+    report = process(db_url, [Stage("interfere", recovered_behind_our_back),
+                              Stage("persist", write_summary)])
+    assert report.counts["lost"] == 1
+    assert report.counts["processed"] == 0
+    [row] = rows(sql, "SELECT status, failure_reason, summary FROM conversations")
+    assert (row.status, row.failure_reason, row.summary) == ("failed", "recovered", None)
+
+
+@pytest.mark.usefixtures("log_table")
+def test_two_concurrent_runs_process_each_conversation_once(db_url: URL,
+                                                            sql: sa.Engine) -> None:
+    add_conversations(sql, 100, idle_minutes=20, messages=0)
+    barrier = threading.Barrier(2)
+    reports: list[RunReport] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        async def main() -> RunReport:
+            engine = make_engine(db_url, pool_size=12)
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+                barrier.wait(timeout=30)
+                return await run_process(engine, ProcessOptions(batch_size=60), recording())
+            finally:
+                await engine.dispose()
+        try:
+            reports.append(asyncio.run(main()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors, errors
+    assert sorted(r.counts["claimed"] for r in reports) == [40, 60]
+    assert sum(r.counts["processed"] for r in reports) == 100
+    assert scalar(sql, "SELECT count(*) FROM processed_log") == 100
+    assert scalar(sql, "SELECT count(DISTINCT conversation_id) FROM processed_log") == 100
+    assert scalar(sql, "SELECT count(DISTINCT execution_id) FROM processed_log") == 2
+    assert statuses(sql) == {"processed": 100}
+    assert scalar(sql, "SELECT max(attempts) FROM conversations") == 1
