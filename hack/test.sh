@@ -41,7 +41,7 @@ for tier in "${tiers[@]}"; do
   case "$tier" in
     unit) phase unit run_pytest tests/unit ;;
     db) phase db run_pytest -m db tests/db ;;
-    e2e) phase e2e ./hack/cluster/e2e.sh ;;
+    e2e) phase e2e ./hack/e2e.sh ;;
     *) echo "unknown tier: $tier (unit, db, e2e)" >&2; exit 2 ;;
   esac
 done

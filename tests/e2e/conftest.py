@@ -1,0 +1,137 @@
+"""The e2e suite: the Helm chart, the operator and real job pods on a real cluster.
+
+It runs only when asked (`CRONTASK_E2E=1`, set by hack/e2e.sh after it brought a cluster up),
+so that a developer's default kube context is never touched by accident. One release is
+installed per session into a namespace labelled with the `restricted` Pod Security Standard, so
+that admission itself proves the operator's and the job pods' security settings.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.e2e.kube import condition, get, helm, kubectl, kubectl_json, wait_for
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "crontask"
+SEED_SQL = (REPO / "hack" / "demo-seed.sql").read_text()
+RELEASE = "crontask"
+DB_SECRET = "crontask-database"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = pathlib.Path(__file__).parent
+    for item in items:
+        if pathlib.Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.e2e)
+            if os.environ.get("CRONTASK_E2E") != "1":
+                item.add_marker(pytest.mark.skip(
+                    reason="e2e tests need a test cluster: run hack/e2e.sh (sets CRONTASK_E2E=1)"))
+
+
+def _dump_diagnostics(namespace: str) -> None:
+    """On failure, keep what a person would look at first: operator logs, events, pods."""
+    target = pathlib.Path(os.environ.get("CRONTASK_E2E_ARTIFACTS", REPO / ".artifacts" / "e2e"))
+    target.mkdir(parents=True, exist_ok=True)
+    dumps = {
+        "operator.log": ["logs", "-n", namespace, "-l", "app.kubernetes.io/component=operator",
+                         "--tail=-1", "--all-containers", "--prefix"],
+        "events.txt": ["get", "events", "-n", namespace, "--sort-by=.lastTimestamp"],
+        "pods.txt": ["describe", "pods", "-n", namespace],
+        "crontasks.yaml": ["get", "crontasks", "-n", namespace, "-o", "yaml"],
+        "jobs.yaml": ["get", "jobs,cronjobs", "-n", namespace, "-o", "yaml"],
+    }
+    for name, args in dumps.items():
+        result = kubectl(*args, check=False)
+        (target / name).write_text(result.stdout + result.stderr)
+    print(f"\ne2e diagnostics for namespace {namespace} kept in {target}")
+    print((target / "operator.log").read_text()[-6000:])
+
+
+@pytest.fixture(scope="session")
+def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"crontask-e2e-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest")
+    yield name
+    if request.session.testsfailed:
+        _dump_diagnostics(name)
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        pytest.fail("DATABASE_URL must name the PostgreSQL server the job pods use")
+    return url
+
+
+@pytest.fixture(scope="session")
+def release(namespace: str, database_url: str) -> Iterator[str]:
+    """The chart installed as a user would, with the locally built images."""
+    kubectl("create", "secret", "generic", DB_SECRET, "-n", namespace,
+            f"--from-literal=url={database_url}")
+    operator_image = os.environ.get("CRONTASK_OPERATOR_IMAGE", "crontask-operator:dev")
+    jobs_image = os.environ.get("CRONTASK_JOBS_IMAGE", "crontask-jobs:dev")
+    helm("upgrade", "--install", RELEASE, str(CHART), "-n", namespace, "--wait",
+         "--timeout", "180s", *image_values("operator", operator_image),
+         *image_values("jobs", jobs_image),
+         "--set", f"database.secretName={DB_SECRET}", "--set", "database.secretKey=url",
+         "--set", f"watch.namespaces={{{namespace}}}")
+    yield RELEASE
+    # test_zz_uninstall checks that uninstalling leaves nothing; this is the safety net.
+    helm("uninstall", RELEASE, "-n", namespace, "--wait", check=False)
+
+
+def image_values(component: str, image: str) -> list[str]:
+    repository, _, tag = image.rpartition(":")
+    return ["--set", f"{component}.image.repository={repository}",
+            "--set", f"{component}.image.tag={tag}",
+            "--set", f"{component}.image.pullPolicy=Never"]
+
+
+@pytest.fixture
+def seeded(database_url: str, release: str) -> Iterator[psycopg.Connection[Any]]:
+    """The demo data, fresh for each test, inserted with plain SQL as other tools would."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        wait_for("the chart's migrations to create the schema", lambda: _schema_ready(conn))
+        conn.execute(SEED_SQL)  # type: ignore[call-overload]
+        yield conn
+
+
+def _schema_ready(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('public.job_executions') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def crontask(name: str, namespace: str) -> dict[str, Any]:
+    obj = get("crontask", name, namespace)
+    assert obj is not None, f"CronTask {name} not found"
+    return obj
+
+
+def run_now(cronjob: str, namespace: str) -> str:
+    """Start a run immediately, the way an operator on call would."""
+    job = f"{cronjob[:40]}-e2e-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "job", job, f"--from=cronjob/{cronjob}", "-n", namespace)
+    return job
+
+
+def wait_for_run(name: str, namespace: str, job: str, timeout: float = 180) -> dict[str, Any]:
+    """The CronTask's lastRun once the operator has folded in the given Job."""
+    def probe() -> dict[str, Any] | None:
+        last = (crontask(name, namespace).get("status") or {}).get("lastRun") or {}
+        return last if last.get("jobName") == job else None
+    return wait_for(f"CronTask {name} to report Job {job}", probe, timeout=timeout)
+
+
+__all__ = ["condition", "crontask", "kubectl_json", "run_now", "wait_for", "wait_for_run"]
