@@ -1,0 +1,131 @@
+"""The Kopf handlers: thin, registered on a registry of our own by ``register``.
+
+- create/update/resume of a CronTask: ``reconcile.sync`` (the CronJob and Ready);
+- a timer per CronTask (``--resync-interval``): ``sync`` again (drift repair: a CronJob edited
+  or deleted by hand comes back), then ``reconcile.fold`` (finished Jobs into status, Healthy);
+- indexes over the Jobs and Pods our CronJobs create (by label) and over recover CronTasks'
+  staleness thresholds, so the timer decides from memory instead of listing the cluster.
+
+No handler watches our own status, and no handler returns a value (Kopf would store it in
+status): status is written only through ``patch.status`` into fields the CRD declares.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client
+
+from crontask_operator import kube, names, outcomes, reconcile
+from crontask_operator.config import OperatorConfig
+from crontask_operator.durations import parse_duration
+from crontask_operator.metrics import Metrics
+
+CRONTASKS = (names.GROUP, names.VERSION, names.PLURAL)
+OURS = {names.LABEL_CRONTASK: kopf.PRESENT}
+
+
+def recover_stale(index: kopf.Index[str, int] | None, namespace: str) -> int | None:
+    """The shortest recover.staleAfter among the namespace's recover CronTasks, if any."""
+    if index is None or namespace not in index:
+        return None
+    values = list(index[namespace])
+    return min(values) if values else None
+
+
+@dataclass
+class Runtime:
+    """State shared by the handlers of one operator process."""
+
+    config: OperatorConfig
+    metrics: Metrics
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    ctx: reconcile.Context | None = None
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
+             metrics: Metrics | None = None) -> Runtime:
+    """Register every handler on ``registry``; returns the runtime for tests to inspect."""
+    rt = Runtime(config=config, metrics=metrics or Metrics())
+
+    @kopf.on.startup(registry=registry)
+    async def connect(**_: Any) -> None:
+        await kube.load_config()
+        rt.ctx = reconcile.Context(kube=kube.Kube(client.ApiClient()),
+                                   defaults=config.job_defaults, metrics=rt.metrics)
+
+    @kopf.on.cleanup(registry=registry)
+    async def disconnect(**_: Any) -> None:
+        if rt.ctx is not None and isinstance(rt.ctx.kube, kube.Kube):
+            await rt.ctx.kube.close()
+
+    @kopf.on.probe(id="crontasks", registry=registry)
+    def probe(**_: Any) -> bool:
+        """Liveness reports that the API client is ready (Kopf adds its own checks)."""
+        return rt.ctx is not None
+
+    @kopf.index(*CRONTASKS, registry=registry,
+                when=lambda spec, **_: spec.get("task") == "recover")
+    def recover_thresholds(spec: kopf.Spec, namespace: str | None, **_: Any) -> dict[str, int]:
+        stale = (spec.get("recover") or {}).get("staleAfter", "30m")
+        try:
+            return {str(namespace): parse_duration(stale)}
+        except ValueError:
+            return {}
+
+    @kopf.index("batch", "v1", "jobs", labels=OURS, registry=registry)
+    def crontask_jobs(body: kopf.Body, namespace: str | None,
+                      **_: Any) -> dict[tuple[str, str], outcomes.JobResult]:
+        job = outcomes.job_result(body)
+        return {(str(namespace), job.crontask): job}
+
+    @kopf.index("", "v1", "pods", labels=OURS, registry=registry)
+    def crontask_pods(body: kopf.Body, namespace: str | None,
+                      **_: Any) -> dict[tuple[str, str], outcomes.PodResult]:
+        pod = outcomes.pod_result(body)
+        return {(str(namespace), pod.job_name): pod}
+
+    @kopf.on.resume(*CRONTASKS, registry=registry)
+    @kopf.on.create(*CRONTASKS, registry=registry)
+    @kopf.on.update(*CRONTASKS, field="spec", registry=registry)
+    async def reconcile_crontask(body: kopf.Body, patch: kopf.Patch, reason: str,
+                                 namespace: str | None, logger: kopf.Logger,
+                                 **kwargs: Any) -> None:
+        assert rt.ctx is not None, "startup handler ran"
+        thresholds = kwargs.get("recover_thresholds")
+        try:
+            await reconcile.sync(rt.ctx, body=body, patch=patch, now=rt.clock(),
+                                 namespace_recover_stale=recover_stale(thresholds,
+                                                                       str(namespace)),
+                                 trigger=str(reason), logger=logger)
+        except client.ApiException as exc:
+            rt.metrics.errors.labels("ApiError").inc()
+            raise kopf.TemporaryError(f"API error {exc.status}: {kube.server_message(exc)}",
+                                      delay=10) from exc
+
+    @kopf.timer(*CRONTASKS, interval=config.resync_interval, registry=registry)
+    async def resync(body: kopf.Body, patch: kopf.Patch, namespace: str | None,
+                     name: str | None, logger: kopf.Logger, **kwargs: Any) -> None:
+        if rt.ctx is None:
+            return
+        recover_thresholds: kopf.Index[str, int] = kwargs["recover_thresholds"]
+        crontask_jobs: kopf.Index[tuple[str, str], outcomes.JobResult] = kwargs["crontask_jobs"]
+        crontask_pods: kopf.Index[tuple[str, str], outcomes.PodResult] = kwargs["crontask_pods"]
+        now = rt.clock()
+        ns = str(namespace)
+        try:
+            await reconcile.sync(rt.ctx, body=body, patch=patch, now=now,
+                                 namespace_recover_stale=recover_stale(recover_thresholds, ns),
+                                 trigger="resync", logger=logger)
+        except client.ApiException as exc:
+            rt.metrics.errors.labels("ApiError").inc()
+            logger.warning("resync: API error %s: %s", exc.status, kube.server_message(exc))
+        jobs = list(crontask_jobs.get((ns, str(name)), ()))
+        pods = [p for j in jobs for p in crontask_pods.get((ns, j.name), ())]
+        reconcile.fold(rt.ctx, body=body, patch=patch, now=now, jobs=jobs, pods=pods)
+
+    return rt
