@@ -118,8 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(opt.flag, dest=opt.dest, default=None, help=opt.help,
                            action="append" if opt.repeatable else "store")
     for gone in GONE_TASKS:
-        p = sub.add_parser(gone, help=f"gone: use {GONE_TASKS[gone]}", add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        sub.add_parser(gone, help=f"gone: use {GONE_TASKS[gone]}", add_help=False)
     return parser
 
 
@@ -152,9 +151,11 @@ class Invocation:
 
 
 def parse(argv: Sequence[str], env: dict[str, str]) -> Invocation:
-    ns = build_parser().parse_args(list(argv))
-    if ns.task in GONE_TASKS:
+    ns, extra = build_parser().parse_known_args(list(argv))
+    if ns.task in GONE_TASKS:  # answered whatever options follow the retired name
         raise UsageError(gone_message(ns.task))
+    if extra:
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
     values = {opt.dest: _value(opt, getattr(ns, opt.dest), env) for opt in GLOBAL_OPTS}
     options = {opt.dest: _value(opt, getattr(ns, opt.dest), env) for opt in TASK_OPTS[ns.task]}
     report_file = values["report_file"] if values["report_file"] else default_report_file()
