@@ -221,8 +221,8 @@ def from_dict(data: Any) -> RunReport:
     for name, raw in dict(data.get("stage_errors") or {}).items():
         if not isinstance(raw, Mapping):
             raise ReportError(f"stage_errors.{name} must be an object")
-        errors[str(name)] = StageErrors(int(_number(raw.get("count"), f"stage_errors.{name}.count")),
-                                        str(raw.get("last", "")))
+        count = int(_number(raw.get("count"), f"stage_errors.{name}.count"))
+        errors[str(name)] = StageErrors(count, str(raw.get("last", "")))
     timings: dict[str, StageTiming] = {}
     for name, raw in dict(data.get("stage_timings") or {}).items():
         if not isinstance(raw, Mapping):
