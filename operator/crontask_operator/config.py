@@ -121,7 +121,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
       ``status.kopf``, which our schema does not declare, so the server would prune it and
       Kopf would loop;
     - watch timeouts, so a silently dead watch connection is noticed and re-established;
-    - events for warnings and above only from Kopf's own logging;
+    - no cluster-wide scanning of CRDs (least privilege);
     - peering per the flags.
     """
     settings = kopf.OperatorSettings()
@@ -138,6 +138,9 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.reporting_component = names.MANAGED_BY
     settings.posting.event_name_prefix = "crontask-"
     settings.execution.max_workers = 4
+    # The CRD is installed before the operator (the chart's crds/): no need to watch all CRDs
+    # cluster-wide for new resources, and so no RBAC for it.
+    settings.scanning.disabled = True
     if config.peering:
         settings.peering.name = config.peering
         settings.peering.priority = config.priority

@@ -356,12 +356,11 @@ def status_schema() -> Schema:
             "lastSuccessfulTime": _time("When a run last succeeded (or was skipped)."),
             "lastFailureTime": _time("When a run last failed."),
             "nextScheduleTime": _time("When the next run is due (unset while suspended)."),
-            "runs": _obj("How many runs finished, by outcome, since the CronTask was created.", {
-                "succeeded": _i("Runs that completed.", minimum=0),
-                "skipped": _i("Runs that were skipped (recent_execution, already_running).",
+            "succeededRuns": _i("Runs that completed, since the CronTask was created.",
+                                minimum=0),
+            "skippedRuns": _i("Runs that were skipped (recent_execution, already_running).",
                               minimum=0),
-                "failed": _i("Runs that failed.", minimum=0),
-            }),
+            "failedRuns": _i("Runs that failed, since the CronTask was created.", minimum=0),
             "lastRun": last_run,
             "recentRuns": {
                 "type": "array",

@@ -15,7 +15,8 @@ from crontask_operator import names
 from crontask_operator.conditions import HEALTHY, Condition
 from crontask_operator.outcomes import FAILED, SKIPPED, SUCCEEDED, Run
 
-COUNTER: Mapping[str, str] = {SUCCEEDED: "succeeded", SKIPPED: "skipped", FAILED: "failed"}
+COUNTER: Mapping[str, str] = {SUCCEEDED: "succeededRuns", SKIPPED: "skippedRuns",
+                              FAILED: "failedRuns"}
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def fold_runs(status: Mapping[str, Any], runs: Iterable[Run]) -> Folded:
                  key=lambda r: (r.completion_time or "", r.job_name))
     if not new:
         return Folded({}, ())
-    counters = {k: int((status.get("runs") or {}).get(k, 0)) for k in COUNTER.values()}
+    counters = {k: int(status.get(k) or 0) for k in COUNTER.values()}
     recent = [dict(r) for r in status.get("recentRuns") or []]
     last = dict(status.get("lastRun") or {})
     success, failure = status.get("lastSuccessfulTime"), status.get("lastFailureTime")
@@ -93,7 +94,7 @@ def fold_runs(status: Mapping[str, Any], runs: Iterable[Run]) -> Folded:
             success = _later(success, run.completion_time)
     recent.sort(key=lambda r: (str(r.get("completionTime") or ""), str(r.get("jobName"))),
                 reverse=True)
-    fields: dict[str, Any] = {"runs": counters, "recentRuns": recent[: names.MAX_RECENT_RUNS],
+    fields: dict[str, Any] = {**counters, "recentRuns": recent[: names.MAX_RECENT_RUNS],
                               "lastRun": last}
     if success is not None:
         fields["lastSuccessfulTime"] = success

@@ -177,7 +177,7 @@ def test_fold_records_runs_once_with_events() -> None:
         patch = kopf.Patch()
         fold(ctx, body=kopf.Body(raw), patch=patch, now=NOW, jobs=[job], pods=[pod])
         raw["status"].update(dict(patch.get("status", {})))
-    assert raw["status"]["runs"] == {"succeeded": 1, "skipped": 0, "failed": 0}
+    assert raw["status"]["succeededRuns"] == 1
     assert raw["status"]["lastRun"]["stageErrors"]["summarise"]["count"] == 1
     healthy = next(c for c in raw["status"]["conditions"] if c["type"] == "Healthy")
     assert (healthy["status"], healthy["reason"]) == ("False", "StageErrors")

@@ -23,7 +23,7 @@ def apply(status: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
 def test_fold_counts_and_last_run() -> None:
     status = apply({}, [run(2, FAILED, reason="OOMKilled"), run(1),
                         run(3, SKIPPED, reason="recent_execution")])
-    assert status["runs"] == {"succeeded": 1, "failed": 1, "skipped": 1}
+    assert (status["succeededRuns"], status["failedRuns"], status["skippedRuns"]) == (1, 1, 1)
     assert status["lastRun"]["jobName"] == "t-3"
     assert [r["jobName"] for r in status["recentRuns"]] == ["t-3", "t-2", "t-1"]
     assert status["lastFailureTime"] == "2026-01-05T12:02:30Z"
@@ -42,14 +42,14 @@ def test_recent_runs_are_bounded() -> None:
         status = apply(status, [run(n)])
     assert len(status["recentRuns"]) == names.MAX_RECENT_RUNS
     assert status["recentRuns"][0]["jobName"] == "t-24"
-    assert status["runs"]["succeeded"] == 25
+    assert status["succeededRuns"] == 25
 
 
 def test_older_run_does_not_replace_last_run() -> None:
     status = apply({}, [run(5)])
     status = apply(status, [run(4, FAILED)])
     assert status["lastRun"]["jobName"] == "t-5"
-    assert status["runs"] == {"succeeded": 1, "failed": 1, "skipped": 0}
+    assert (status["succeededRuns"], status["failedRuns"], status["skippedRuns"]) == (1, 1, 0)
 
 
 def test_last_run_carries_stage_errors() -> None:
