@@ -1,0 +1,108 @@
+{{/* The chart name, or nameOverride. */}}
+{{- define "crontask.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The prefix of every resource name: release name, plus the chart name if it differs. */}}
+{{- define "crontask.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "crontask.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The standard labels of every resource. */}}
+{{- define "crontask.labels" -}}
+helm.sh/chart: {{ include "crontask.chart" . }}
+{{ include "crontask.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: crontask
+{{- end }}
+
+{{- define "crontask.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "crontask.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "crontask.operatorSelectorLabels" -}}
+{{ include "crontask.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "crontask.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "crontask.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* registry/repository:tag of an image block. */}}
+{{- define "crontask.image" -}}
+{{- if .registry }}
+{{- printf "%s/%s:%s" .registry .repository .tag }}
+{{- else }}
+{{- printf "%s:%s" .repository .tag }}
+{{- end }}
+{{- end }}
+
+{{/* name=quantity,name=quantity for the operator's --job-requests / --job-limits flags. */}}
+{{- define "crontask.quantities" -}}
+{{- $out := list }}
+{{- range $k, $v := . }}
+{{- $out = append $out (printf "%s=%v" $k $v) }}
+{{- end }}
+{{- join "," $out }}
+{{- end }}
+
+{{/* The restricted pod security context of the chart's own job pods (migrations, tests). */}}
+{{- define "crontask.restrictedPod" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "crontask.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Rules of the operator's Role or ClusterRole; chart README explains each line. */}}
+{{- define "crontask.rbacRules" -}}
+- apiGroups: [crontask.dev]
+  resources: [crontasks]
+  verbs: [get, list, watch, patch]
+- apiGroups: [crontask.dev]
+  resources: [crontasks/status]
+  verbs: [patch]
+- apiGroups: [batch]
+  resources: [cronjobs]
+  verbs: [get, create, patch, delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
