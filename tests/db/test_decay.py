@@ -14,7 +14,7 @@ from crontask_jobs.decay_rules import UserState, compute_decay
 from crontask_jobs.tasks.decay import DECAY_LOCK_KEY, DecayOptions, run_decay
 from crontask_report import RunReport, RunStatus, SkipReason
 from sqlalchemy.engine import URL
-from support import add_user, execute, rows, run_async, scalar
+from support import add_user, execute, rows, run_async, scalar, warm_adapters
 
 pytestmark = pytest.mark.db
 
@@ -147,6 +147,7 @@ def test_sixteen_concurrent_runs_apply_decay_once(db_url: URL, sql: sa.Engine) -
                     SELECT 1 + i % 5, 60, now() - interval '100 hours'
                       FROM generate_series(1, 2000) AS i""")
     n = 16
+    warm_adapters(sql)
     barrier = threading.Barrier(n)
     reports: list[RunReport] = []
     errors: list[BaseException] = []

@@ -22,7 +22,7 @@ from pipelines_for_tests import (
     with_hanging_stage,
 )
 from sqlalchemy.engine import URL
-from support import LOG_TABLE, add_conversations, execute, rows, run_async, scalar
+from support import LOG_TABLE, add_conversations, execute, rows, run_async, scalar, warm_adapters
 
 pytestmark = pytest.mark.db
 
@@ -200,6 +200,7 @@ def test_recovered_meanwhile_is_not_overwritten(db_url: URL, sql: sa.Engine) -> 
 def test_two_concurrent_runs_process_each_conversation_once(db_url: URL,
                                                             sql: sa.Engine) -> None:
     add_conversations(sql, 100, idle_minutes=20, messages=0)
+    warm_adapters(sql)
     barrier = threading.Barrier(2)
     reports: list[RunReport] = []
     errors: list[BaseException] = []
