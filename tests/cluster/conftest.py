@@ -1,0 +1,106 @@
+"""Operator tests against a real API server (and, for runs, a real node).
+
+They run only when asked: ``CRONTASK_E2E=1`` (set by hack/e2e.sh once it brought a test cluster
+up) and a ``KUBECONFIG``; otherwise every test here is skipped with the reason. The operator
+runs as a subprocess (``python -m crontask_operator``, the same entry point as the image),
+watching only namespaces named ``crontask-cluster-*``: each test gets a fresh one, and an
+operator installed by the e2e suite in its own namespace is never disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.kube import kubectl, wait_for
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "charts" / "crontask" / "crds"
+NAMESPACE_PREFIX = "crontask-cluster-"
+JOBS_IMAGE = os.environ.get("CRONTASK_JOBS_IMAGE", "crontask-jobs:dev")
+ARTIFACTS = pathlib.Path(os.environ.get("CRONTASK_E2E_ARTIFACTS", REPO / ".artifacts" / "e2e"))
+
+
+def _skip_reason() -> str | None:
+    if os.environ.get("CRONTASK_E2E") != "1":
+        return ("cluster tests need a test cluster: run hack/e2e.sh, or set CRONTASK_E2E=1 and"
+                " KUBECONFIG for a cluster you are willing to test against")
+    if not os.environ.get("KUBECONFIG"):
+        return "CRONTASK_E2E=1 but no KUBECONFIG: refusing to guess a kube context"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = pathlib.Path(__file__).parent
+    reason = _skip_reason()
+    for item in items:
+        if pathlib.Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.e2e)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="package")
+def crd() -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s",
+            "crd/crontasks.crontask.dev")
+
+
+@pytest.fixture(scope="package")
+def operator(crd: None) -> Iterator[subprocess.Popen[bytes]]:
+    """One operator for the package, stopped before the e2e suite installs its own."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = ARTIFACTS / "cluster-operator.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "crontask_operator", "--namespaces", f"{NAMESPACE_PREFIX}*",
+             "--metrics-port", "0", "--liveness", "", "--resync-interval", "2",
+             "--log-format", "text", "--log-level", "DEBUG", "--job-image", JOBS_IMAGE,
+             "--job-image-pull-policy", "Never"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode in (0, -15), f"operator exited {proc.returncode}: see {log_path}"
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, operator: subprocess.Popen[bytes]) -> Iterator[str]:
+    """A fresh namespace per test, labelled restricted so admission checks the job pods too."""
+    name = f"{NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    yield name
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        dump = ARTIFACTS / f"{name}.txt"
+        parts = [kubectl(*args, "-n", name, check=False).stdout for args in (
+            ("get", "crontasks,cronjobs,jobs,pods", "-o", "yaml"),
+            ("get", "events", "--sort-by=.lastTimestamp"))]
+        dump.write_text("\n---\n".join(parts))
+        print(f"\ndiagnostics kept in {dump}; operator log in {ARTIFACTS}/cluster-operator.log")
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    assert operator.poll() is None, "the operator must not crash on anything a test did"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+__all__ = ["JOBS_IMAGE", "REPO", "wait_for"]

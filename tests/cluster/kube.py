@@ -1,0 +1,83 @@
+"""kubectl for the cluster tests, and a patient ``wait_for``."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _binary(name: str) -> str:
+    """The pinned binary from hack/tools.sh when built, else the one on PATH."""
+    override = os.environ.get(name.upper())
+    if override:
+        return override
+    cached = sorted(glob.glob(f"/var/cache/crontask/bin/*/{name}"))
+    return cached[-1] if cached else (shutil.which(name) or name)
+
+
+KUBECTL = _binary("kubectl")
+HELM = _binary("helm")
+
+
+def run(args: list[str], *, check: bool = True, stdin: str | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
+def kubectl(*args: str, check: bool = True, stdin: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return run([KUBECTL, *args], check=check, stdin=stdin, timeout=timeout)
+
+
+def apply(namespace: str, manifest: dict[str, Any],
+          check: bool = True) -> subprocess.CompletedProcess[str]:
+    return kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(manifest), check=check)
+
+
+def get(kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        raise AssertionError(result.stderr)
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def events(namespace: str, name: str) -> list[dict[str, Any]]:
+    out = kubectl("get", "events", "-n", namespace, "--field-selector",
+                  f"involvedObject.name={name}", "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60,
+             interval: float = 0.5) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
