@@ -113,6 +113,10 @@ def from_args(argv: Sequence[str] | None = None) -> OperatorConfig:
     )
 
 
+def _is_pattern(namespace: str) -> bool:
+    return any(c in namespace for c in "*?[!,")
+
+
 def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     """Kopf settings with our own names everywhere Kopf would otherwise use its own.
 
@@ -121,7 +125,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
       ``status.kopf``, which our schema does not declare, so the server would prune it and
       Kopf would loop;
     - watch timeouts, so a silently dead watch connection is noticed and re-established;
-    - no cluster-wide scanning of CRDs (least privilege);
+    - no cluster-wide scanning of CRDs and namespaces unless namespace globs need it;
     - peering per the flags.
     """
     settings = kopf.OperatorSettings()
@@ -139,8 +143,9 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.event_name_prefix = "crontask-"
     settings.execution.max_workers = 4
     # The CRD is installed before the operator (the chart's crds/): no need to watch all CRDs
-    # cluster-wide for new resources, and so no RBAC for it.
-    settings.scanning.disabled = True
+    # cluster-wide for new resources, and so no RBAC for it. Namespace patterns (globs) are the
+    # exception: Kopf needs its scanning to find the namespaces that match them.
+    settings.scanning.disabled = not any(_is_pattern(ns) for ns in config.namespaces)
     if config.peering:
         settings.peering.name = config.peering
         settings.peering.priority = config.priority

@@ -197,7 +197,7 @@ def spec_schema() -> Schema:
                 " decay (hourly score decay), or process (run idle conversations through the"
                 " pipeline). The retired names detect-stuck and recover-stuck are accepted only to"
                 " be answered with Ready=False, reason TaskGone.",
-                enum=list(TASK_ENUM)),
+                enum=list(TASK_ENUM), maxLength=32),
             "schedule": _s("When to run, in cron format (five fields, or @hourly, @daily, ...).",
                            minLength=1, maxLength=128),
             "timeZone": _s(
@@ -268,9 +268,10 @@ def spec_schema() -> Schema:
               for t in ("recover", "decay", "process")),
             {
                 "rule": "self.task != 'process' || !has(self.activeDeadlineSeconds) ||"
-                        " duration(string(self.activeDeadlineSeconds) + 's') <"
+                        " self.activeDeadlineSeconds <"
                         " duration(has(self.process) && has(self.process.recoverStaleAfter)"
-                        f" ? self.process.recoverStaleAfter : '{DEFAULT_RECOVER_STALE_AFTER}')",
+                        f" ? self.process.recoverStaleAfter : '{DEFAULT_RECOVER_STALE_AFTER}')"
+                        ".getSeconds()",
                 "message": "a process run's activeDeadlineSeconds must be shorter than"
                            " process.recoverStaleAfter (default 30m), or recover would fail"
                            " conversations still being processed",

@@ -7,7 +7,11 @@
   staleness thresholds, so the timer decides from memory instead of listing the cluster.
 
 No handler watches our own status, and no handler returns a value (Kopf would store it in
-status): status is written only through ``patch.status`` into fields the CRD declares.
+status): status is written only through ``patch.status`` into fields the CRD declares. Handler
+ids are explicit: index ids are also the names of the kwargs that carry the indexes.
+
+Kopf puts its finalizer (``crontask.dev/finalizer``) on every CronTask because timers need one
+to be stopped cleanly; deleting a CronTask therefore needs a running operator (see README).
 """
 
 from __future__ import annotations
@@ -52,13 +56,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     """Register every handler on ``registry``; returns the runtime for tests to inspect."""
     rt = Runtime(config=config, metrics=metrics or Metrics())
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """Kopf's own client logs in the way ours does (a bare registry has no login handler):
+        the in-cluster service account, else $KUBECONFIG or ~/.kube/config."""
+        return await kopf.login_via_async_client(**kwargs)
+
+    @kopf.on.startup(id="connect", registry=registry)
     async def connect(**_: Any) -> None:
         await kube.load_config()
         rt.ctx = reconcile.Context(kube=kube.Kube(client.ApiClient()),
                                    defaults=config.job_defaults, metrics=rt.metrics)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="disconnect", registry=registry)
     async def disconnect(**_: Any) -> None:
         if rt.ctx is not None and isinstance(rt.ctx.kube, kube.Kube):
             await rt.ctx.kube.close()
@@ -68,7 +78,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         """Liveness reports that the API client is ready (Kopf adds its own checks)."""
         return rt.ctx is not None
 
-    @kopf.index(*CRONTASKS, registry=registry,
+    @kopf.index(*CRONTASKS, id="recover_thresholds", registry=registry,
                 when=lambda spec, **_: spec.get("task") == "recover")
     def recover_thresholds(spec: kopf.Spec, namespace: str | None, **_: Any) -> dict[str, int]:
         stale = (spec.get("recover") or {}).get("staleAfter", "30m")
@@ -77,21 +87,21 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         except ValueError:
             return {}
 
-    @kopf.index("batch", "v1", "jobs", labels=OURS, registry=registry)
+    @kopf.index("batch", "v1", "jobs", labels=OURS, id="crontask_jobs", registry=registry)
     def crontask_jobs(body: kopf.Body, namespace: str | None,
                       **_: Any) -> dict[tuple[str, str], outcomes.JobResult]:
         job = outcomes.job_result(body)
         return {(str(namespace), job.crontask): job}
 
-    @kopf.index("", "v1", "pods", labels=OURS, registry=registry)
+    @kopf.index("", "v1", "pods", labels=OURS, id="crontask_pods", registry=registry)
     def crontask_pods(body: kopf.Body, namespace: str | None,
                       **_: Any) -> dict[tuple[str, str], outcomes.PodResult]:
         pod = outcomes.pod_result(body)
         return {(str(namespace), pod.job_name): pod}
 
-    @kopf.on.resume(*CRONTASKS, registry=registry)
-    @kopf.on.create(*CRONTASKS, registry=registry)
-    @kopf.on.update(*CRONTASKS, field="spec", registry=registry)
+    @kopf.on.resume(*CRONTASKS, id="reconcile", registry=registry)
+    @kopf.on.create(*CRONTASKS, id="reconcile", registry=registry)
+    @kopf.on.update(*CRONTASKS, field="spec", id="reconcile", registry=registry)
     async def reconcile_crontask(body: kopf.Body, patch: kopf.Patch, reason: str,
                                  namespace: str | None, logger: kopf.Logger,
                                  **kwargs: Any) -> None:
@@ -107,7 +117,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             raise kopf.TemporaryError(f"API error {exc.status}: {kube.server_message(exc)}",
                                       delay=10) from exc
 
-    @kopf.timer(*CRONTASKS, interval=config.resync_interval, registry=registry)
+    @kopf.timer(*CRONTASKS, interval=config.resync_interval, id="resync", registry=registry)
     async def resync(body: kopf.Body, patch: kopf.Patch, namespace: str | None,
                      name: str | None, logger: kopf.Logger, **kwargs: Any) -> None:
         if rt.ctx is None:

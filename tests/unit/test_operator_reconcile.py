@@ -197,6 +197,9 @@ def test_settings_use_our_own_prefixes_and_timeouts() -> None:
     assert peered.peering.name == "crontask"
     assert not peered.peering.standalone
     assert not peered.peering.clusterwide
+    assert settings.scanning.disabled, "no CRD/namespace watching needed for exact namespaces"
+    globbed = cfg.kopf_settings(cfg.from_args(["--namespaces", "team-*"]))
+    assert not globbed.scanning.disabled, "globs need Kopf's namespace scanning"
 
 
 def test_flags_from_environment(monkeypatch: Any) -> None:
