@@ -55,7 +55,7 @@ mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
-have_image() { bah images --noheading --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep -qxF "$1"; }
+have_image() { local l; l="$(bah images --noheading --format '{{.Name}}:{{.Tag}}' 2>/dev/null || true)"; grep -qxF "$1" <<<"$l"; }
 
 # ---- base ------------------------------------------------------------------------
 base_key() { printf '%s|%s|%s|minbase|v2' "$BASE_SUITE" "$BASE_INCLUDE" "$(mirror)" | short_hash; }
@@ -163,9 +163,9 @@ build_context() {  # build_context DIR : project sources + host-built wheels
   venv="$(wheel_venv)"
   log "pip wheel .[jobs,operator] (constraints.txt) on the host"
   # The wheel cache keeps later runs fast; the project's own wheel is always rebuilt.
-  PIP_CONSTRAINT="$ctx/constraints.txt" run_ticking "pip wheel" \
-    "$venv/bin/pip" wheel -q --disable-pip-version-check \
-      --cache-dir "${IMG_DIR}/pip-cache" -c "$ctx/constraints.txt" -w "$ctx/wheels" "$ctx[jobs,operator]"
+  run_ticking "pip wheel" "$venv/bin/pip" wheel -q --disable-pip-version-check \
+    --cache-dir "${IMG_DIR}/pip-cache" -c "$ctx/constraints.txt" \
+    --build-constraint "$ctx/constraints.txt" -w "$ctx/wheels" "$ctx[jobs,operator]"
   ls "$ctx/wheels"/crontask-*.whl >/dev/null || die "no crontask wheel was built"
 }
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Bring up the Kubernetes backend for the e2e suite and print what the suite needs as
+# shell assignments (eval-able, also written to $CRONTASK_E2E_ENV_FILE when set):
+#   KUBECONFIG, CRONTASK_JOBS_IMAGE, CRONTASK_OPERATOR_IMAGE, DATABASE_URL,
+#   CRONTASK_E2E_BACKEND, CRONTASK_E2E_EXEC (prefix to run a command where the
+#   cluster's addresses are reachable; empty when they are reachable from here)
+#
+#   eval "$(hack/cluster/e2e-env.sh)"
+#   $CRONTASK_E2E_EXEC pytest -m e2e tests/e2e
+#
+# CRONTASK_E2E_BACKEND:
+#   local       (default unless kind works) hack/tools.sh + hack/images.sh +
+#               hack/cluster/cluster.sh up: a real node in a network namespace here.
+#               Commands must run through `hack/cluster/cluster.sh exec --`.
+#   kind        `kind create cluster` (name $KIND_CLUSTER_NAME, default crontask-e2e),
+#               images built with `docker build` and loaded with `kind load docker-image`.
+#               Needs a working `docker info` and node images from a registry.
+#               DATABASE_URL must be given (a PostgreSQL reachable from the pods).
+#   kubeconfig  an existing cluster: KUBECONFIG must be set, images must already be
+#               available to its nodes (CRONTASK_JOBS_IMAGE / CRONTASK_OPERATOR_IMAGE),
+#               and DATABASE_URL must be given.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/lib.sh
+source "$HERE/../lib.sh"
+
+JOBS_IMAGE="${CRONTASK_JOBS_IMAGE:-crontask-jobs:dev}"
+OPERATOR_IMAGE="${CRONTASK_OPERATOR_IMAGE:-crontask-operator:dev}"
+
+default_backend() {
+  if command -v kind >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 \
+     && timeout 20 docker info >/dev/null 2>&1; then
+    echo kind
+  else
+    echo local
+  fi
+}
+
+BACKEND="${CRONTASK_E2E_BACKEND:-$(default_backend)}"
+out=()
+
+case "$BACKEND" in
+  local)
+    "$CRONTASK_ROOT/hack/tools.sh" >&2
+    CRONTASK_JOBS_IMAGE="$JOBS_IMAGE" CRONTASK_OPERATOR_IMAGE="$OPERATOR_IMAGE" \
+      "$CRONTASK_ROOT/hack/images.sh" >&2
+    "$HERE/cluster.sh" up >&2
+    # import again in case images changed while the cluster was already up
+    CRONTASK_JOBS_IMAGE="$JOBS_IMAGE" CRONTASK_OPERATOR_IMAGE="$OPERATOR_IMAGE" \
+      "$CRONTASK_ROOT/hack/images.sh" import >&2
+    out+=("KUBECONFIG=$("$HERE/cluster.sh" kubeconfig)")
+    out+=("DATABASE_URL=${DATABASE_URL:-$("$HERE/cluster.sh" database-url)}")
+    out+=("CRONTASK_E2E_EXEC=$HERE/cluster.sh exec --")
+    ;;
+  kind)
+    name="${KIND_CLUSTER_NAME:-crontask-e2e}"
+    kubeconfig="${CRONTASK_CACHE}/kind-${name}.kubeconfig"
+    mkdir -p "$CRONTASK_CACHE"
+    if ! kind get clusters 2>/dev/null | grep -qx "$name"; then
+      kind create cluster --name "$name" --kubeconfig "$kubeconfig" --wait 180s >&2
+    else
+      kind get kubeconfig --name "$name" > "$kubeconfig"
+    fi
+    docker build -f "$CRONTASK_ROOT/jobs/Dockerfile" -t "$JOBS_IMAGE" "$CRONTASK_ROOT" >&2
+    docker build -f "$CRONTASK_ROOT/operator/Dockerfile" -t "$OPERATOR_IMAGE" "$CRONTASK_ROOT" >&2
+    kind load docker-image --name "$name" "$JOBS_IMAGE" "$OPERATOR_IMAGE" >&2
+    [ -n "${DATABASE_URL:-}" ] || die "backend kind: set DATABASE_URL to a PostgreSQL the pods can reach"
+    out+=("KUBECONFIG=$kubeconfig" "DATABASE_URL=$DATABASE_URL" "CRONTASK_E2E_EXEC=")
+    ;;
+  kubeconfig)
+    [ -n "${KUBECONFIG:-}" ] || die "backend kubeconfig: set KUBECONFIG"
+    [ -n "${DATABASE_URL:-}" ] || die "backend kubeconfig: set DATABASE_URL to a PostgreSQL the pods can reach"
+    out+=("KUBECONFIG=$KUBECONFIG" "DATABASE_URL=$DATABASE_URL" "CRONTASK_E2E_EXEC=")
+    ;;
+  *) die "CRONTASK_E2E_BACKEND must be local, kind or kubeconfig (got $BACKEND)" ;;
+esac
+
+out+=("CRONTASK_E2E_BACKEND=$BACKEND" "CRONTASK_JOBS_IMAGE=$JOBS_IMAGE" "CRONTASK_OPERATOR_IMAGE=$OPERATOR_IMAGE")
+for line in "${out[@]}"; do printf 'export %s=%q\n' "${line%%=*}" "${line#*=}"; done | tee "${CRONTASK_E2E_ENV_FILE:-/dev/null}"
