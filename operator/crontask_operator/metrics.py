@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    disable_created_metrics,
+    start_http_server,
+)
 
 NAMESPACE: Final = "crontask_operator"
 
@@ -35,4 +40,5 @@ class Metrics:
             ["namespace", "task", "stage"], namespace=NAMESPACE, registry=self.registry)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - in a pod
+        disable_created_metrics()  # *_created series: noise for counters that start at boot
         start_http_server(port, addr=addr, registry=self.registry)

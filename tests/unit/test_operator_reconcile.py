@@ -220,3 +220,21 @@ def test_handlers_register_on_a_registry_of_their_own() -> None:
     assert len(list(registry._indexing.get_all_handlers())) == 3
     assert len(list(registry._spawning.get_all_handlers())) == 1
     assert len(list(registry._changing.get_all_handlers())) == 3
+
+
+def test_json_logs_survive_kopf_records() -> None:
+    """Kopf's per-object records carry its settings object; the line must still be JSON."""
+    import json as _json
+
+    from crontask_operator.logs import OperatorJsonFormatter
+
+    record = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "Timer %r succeeded.",
+                               ("resync",), None)
+    record.settings = kopf.OperatorSettings()  # type: ignore[attr-defined]
+    record.k8s_skip = False  # type: ignore[attr-defined]
+    record.k8s_ref = {"kind": "CronTask", "namespace": "ns", "name": "process"}  # type: ignore[attr-defined]
+    line = _json.loads(OperatorJsonFormatter().format(record))
+    assert line["message"] == "Timer 'resync' succeeded."
+    assert line["level"] == "INFO"
+    assert line["object"] == {"kind": "CronTask", "namespace": "ns", "name": "process"}
+    assert "settings" not in line
