@@ -136,9 +136,21 @@ async def sync(ctx: Context, *, body: kopf.Body, patch: kopf.Patch, now: dt.date
         ready = Condition(READY, "True", "CronJobReady", f"CronJob {name} is in sync")
     _ready(ctx, patch, body, current, ready, generation, now)
     _set(patch, current, "cronJobName", name)
-    _set(patch, current, "lastScheduleTime",
-         (actual.get("status") or {}).get("lastScheduleTime") or current.get("lastScheduleTime"))
+    scheduled = _rfc3339((actual.get("status") or {}).get("lastScheduleTime"))
+    _set(patch, current, "lastScheduleTime", scheduled or current.get("lastScheduleTime"))
     _set(patch, current, "nextScheduleTime", _next(spec, now))
+
+
+def _rfc3339(value: Any) -> str | None:
+    """A time as Kubernetes writes it (the API client hands back datetimes or ISO strings)."""
+    if isinstance(value, dt.datetime):
+        return timestamp(value)
+    if isinstance(value, str) and value:
+        try:
+            return timestamp(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return value
+    return None
 
 
 def _next(spec: CronTaskSpec, now: dt.datetime) -> str | None:

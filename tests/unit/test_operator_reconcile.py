@@ -238,3 +238,12 @@ def test_json_logs_survive_kopf_records() -> None:
     assert line["level"] == "INFO"
     assert line["object"] == {"kind": "CronTask", "namespace": "ns", "name": "process"}
     assert "settings" not in line
+
+
+def test_last_schedule_time_is_copied_in_kubernetes_format() -> None:
+    ctx, kube, _ = make()
+    raw = obj()
+    step(ctx, raw)
+    kube.objects[("ns", "process")]["status"] = {"lastScheduleTime": "2026-01-05T12:00:00+00:00"}
+    step(ctx, raw, "resync")
+    assert raw["status"]["lastScheduleTime"] == "2026-01-05T12:00:00Z"
