@@ -121,6 +121,9 @@ wait_for() {  # wait_for NAME DESCRIPTION CMD... : poll CMD until it succeeds
 # ---- network namespace -------------------------------------------------------------
 setup_netns() {
   if [ ! -e "$NETNS_PATH" ]; then
+    # `ip netns add` turns /run/netns into a (shared) bind mount the first time; note
+    # whether we caused that, so `down` can undo it.
+    if ! mountpoint -q /run/netns 2>/dev/null; then : > "$RUN/made-run-netns-mount"; fi
     ip netns add "$NETNS"
   fi
   in_ns ip link set lo up
@@ -370,8 +373,12 @@ EOF
 }
 
 # ---- node ----------------------------------------------------------------------------------
-cgroup_hierarchies() {
-  awk '$3=="cgroup"{print $2}' /proc/self/mounts
+cgroup_hierarchies() {  # v1 hierarchies (and, with "all", the hybrid's cgroup2 too)
+  if [ "${1:-}" = all ]; then
+    awk '$3=="cgroup" || $3=="cgroup2" {print $2}' /proc/self/mounts
+  else
+    awk '$3=="cgroup"{print $2}' /proc/self/mounts
+  fi
 }
 
 start_kubelet() {
@@ -573,7 +580,7 @@ cmd_up() {
 # pids of processes in our cgroup subtree (containers, pause)
 cgroup_pids() {
   local h
-  for h in $(cgroup_hierarchies); do
+  for h in $(cgroup_hierarchies all); do
     [ -d "$h/$CGROUP_ROOT" ] && find "$h/$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null
   done | sort -un
 }
@@ -601,7 +608,11 @@ cmd_down() {
   local t0 c p ino nsinodes="" m
   t0=$(date +%s.%N)
   phase_begin "stop kubelet + kube-proxy + control plane"
-  for c in kubelet kube-proxy kube-scheduler kube-controller-manager kube-apiserver; do
+  if alive kubelet; then stop_pid kubelet "$(pid_of kubelet)"; fi
+  for c in kube-proxy kube-scheduler kube-controller-manager kube-apiserver; do
+    if alive "$c"; then kill -TERM "$(pid_of "$c")" 2>/dev/null || true; fi
+  done
+  for c in kube-proxy kube-scheduler kube-controller-manager kube-apiserver; do
     if alive "$c"; then stop_pid "$c" "$(pid_of "$c")"; fi
   done
   phase_end
@@ -624,7 +635,7 @@ cmd_down() {
   if [ -s "$STATE/postgres/data/PG_VERSION" ] && [ -e "$NETNS_PATH" ]; then
     in_ns runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STATE/postgres/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
-  p="$(pid_of postgres)"; [ -n "$p" ] && stop_pid postgres "$p"
+  if alive postgres; then stop_pid postgres "$(pid_of postgres)"; fi
   if alive etcd; then stop_pid etcd "$(pid_of etcd)"; fi
   # leftovers: shims and anything else started with our state dir on its command line
   for p in $(state_pids); do stop_pid "leftover $(tr '\0' ' ' < /proc/"$p"/cmdline 2>/dev/null | cut -c1-60)" "$p"; done
@@ -644,8 +655,11 @@ cmd_down() {
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || warn "could not unmount $m"
   done
   if [ -e "$NETNS_PATH" ]; then ip netns del "$NETNS" || warn "ip netns del $NETNS failed"; fi
+  if [ -e "$RUN/made-run-netns-mount" ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+    umount /run/netns 2>/dev/null && rmdir /run/netns 2>/dev/null || true
+  fi
   local h d
-  for h in $(cgroup_hierarchies); do
+  for h in $(cgroup_hierarchies all); do
     [ -d "$h/$CGROUP_ROOT" ] || continue
     find "$h/$CGROUP_ROOT" -depth -type d -exec rmdir {} \; 2>/dev/null || warn "cgroup $h/$CGROUP_ROOT not fully removed"
   done
@@ -659,7 +673,9 @@ cmd_down() {
       rm -f "/run/containerd/s/$(printf '%s' "$CTRD_SOCK/k8s.io/$(basename "$d")" | sha256sum | cut -d' ' -f1)"
     done
   fi
-  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+  # ctr and the shims use fixed dirs under /run/containerd; remove them when empty
+  rmdir /run/containerd/s /run/containerd/fifo /run/containerd/runc/k8s.io /run/containerd/runc \
+    /run/containerd 2>/dev/null || true
   if [ -d "$STATE" ]; then
     if [ -n "$(awk -v s="$STATE/" 'index($5, s) == 1' /proc/self/mountinfo)" ]; then
       warn "mounts remain below $STATE; not deleting it"
