@@ -73,6 +73,15 @@ COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-schedule
 BIN_DIR="$(tools_bin_dir)"
 export PATH="$BIN_DIR:$PATH"
 
+# write_if_changed FILE < CONTENT: replace FILE atomically, and only when its content
+# differs (kube-proxy exits when its config file changes, even to the same content).
+write_if_changed() {
+  local f="$1" tmp
+  tmp="$(mktemp "$f.XXXXXX")"
+  cat > "$tmp"
+  if cmp -s "$tmp" "$f"; then rm -f "$tmp"; else chmod 644 "$tmp"; mv -f "$tmp" "$f"; fi
+}
+
 in_ns() { nsenter --net="$NETNS_PATH" -- "$@"; }
 kc() { in_ns kubectl --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 
@@ -86,8 +95,9 @@ fail_component() {  # fail_component NAME MESSAGE
   local name="$1" f="$LOGS/$1.log"
   printf '\n[%s] ERROR: component %s failed: %s\n' "$(_ct_ts)" "$name" "$2" >&2
   if [ -f "$f" ]; then
-    printf -- '----- last 40 lines of %s -----\n' "$f" >&2
-    tail -n 40 "$f" >&2
+    # only this start's output: the log is appended to across restarts
+    printf -- '----- last 40 lines of %s (this start) -----\n' "$f" >&2
+    awk '/^===== .* start /{n=0; delete b} {b[n++]=$0} END{s=(n>40)?n-40:0; for(i=s;i<n;i++) print b[i]}' "$f" >&2
     printf -- '-----\n' >&2
   fi
   exit 1
@@ -225,7 +235,7 @@ setup_pki() {
 # ---- containerd ------------------------------------------------------------------------
 write_containerd_config() {
   mkdir -p "$STATE/containerd" "$STATE/cni/net.d" "$STATE/cni/ipam"
-  cat > "$STATE/containerd/config.toml" <<EOF
+  write_if_changed "$STATE/containerd/config.toml" <<EOF
 # containerd for the crontask local cluster only: own root, state, socket and CNI
 # config, so any host containerd is left alone.
 version = 2
@@ -274,7 +284,7 @@ oom_score = 0
 EOF
   # bridge + host-local (+ portmap) for pods; containerd adds the loopback plugin for lo
   # itself. host-local keeps its leases under the state dir.
-  cat > "$STATE/cni/net.d/10-crontask.conflist" <<EOF
+  write_if_changed "$STATE/cni/net.d/10-crontask.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "${CNI_NETWORK}",
@@ -358,7 +368,7 @@ start_controller_manager() {
 }
 
 start_scheduler() {
-  cat > "$STATE/scheduler.yaml" <<EOF
+  write_if_changed "$STATE/scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 clientConnection:
@@ -386,8 +396,8 @@ start_kubelet() {
   # cgroupRoot must exist in every v1 hierarchy before the kubelet starts.
   for h in $(cgroup_hierarchies); do mkdir -p "$h/$CGROUP_ROOT"; done
   mkdir -p "$STATE/kubelet"
-  printf '# no cluster DNS here: pods use addresses\noptions ndots:1\n' > "$STATE/resolv.conf"
-  cat > "$STATE/kubelet.yaml" <<EOF
+  printf '# no cluster DNS here: pods use addresses\noptions ndots:1\n' | write_if_changed "$STATE/resolv.conf"
+  write_if_changed "$STATE/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: ${NODE_IP}
@@ -435,7 +445,7 @@ EOF
 }
 
 start_kube_proxy() {
-  cat > "$STATE/kube-proxy.yaml" <<EOF
+  write_if_changed "$STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
