@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import socket
 from collections.abc import Sequence
 
 import kopf
@@ -15,8 +18,24 @@ from crontask_operator import handlers, logs
 from crontask_operator.metrics import Metrics
 
 
+def ensure_identity() -> None:
+    """Give Kopf a name for this process when it cannot make one itself.
+
+    Kopf names itself ``user@host`` from the Unix user unless POD_ID is set; the image runs as
+    uid 65532, which has no passwd entry, and getpass then raises. The chart sets POD_ID to the
+    pod's name; this covers every other way of running the image.
+    """
+    if os.environ.get("POD_ID"):
+        return
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        os.environ["POD_ID"] = f"crontask-operator@{socket.gethostname()}/{os.getpid()}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     config = cfg.from_args(argv)
+    ensure_identity()
     logs.configure(config.log_format, config.log_level)
     metrics = Metrics()
     if config.metrics_port:

@@ -247,3 +247,20 @@ def test_last_schedule_time_is_copied_in_kubernetes_format() -> None:
     kube.objects[("ns", "process")]["status"] = {"lastScheduleTime": "2026-01-05T12:00:00+00:00"}
     step(ctx, raw, "resync")
     assert raw["status"]["lastScheduleTime"] == "2026-01-05T12:00:00Z"
+
+
+def test_identity_without_a_passwd_entry(monkeypatch: Any) -> None:
+    """uid 65532 has no passwd entry: Kopf's getpass.getuser() would crash the operator."""
+    import getpass
+
+    from crontask_operator.__main__ import ensure_identity
+
+    def no_user() -> str:
+        raise KeyError("getpwuid(): uid not found: 65532")
+
+    monkeypatch.setenv("POD_ID", "")  # recorded, so the value set below is undone
+    monkeypatch.setattr(getpass, "getuser", no_user)
+    ensure_identity()
+    import os
+
+    assert os.environ["POD_ID"].startswith("crontask-operator@")
