@@ -32,7 +32,8 @@ PAUSE_IMAGE="${CRONTASK_PAUSE_IMAGE:-localhost/crontask-pause:3.10.1}"
 IMG_DIR="${CRONTASK_CACHE}/images"
 ARCHIVES="${IMG_DIR}/archives"
 BUILDAH_ROOT="${IMG_DIR}/buildah/storage"
-BUILDAH_RUNROOT="/run/crontask-buildah"
+# buildah's run root (locks, transient state) is per storage root
+BUILDAH_RUNROOT="/run/crontask-buildah-$(printf '%s' "$BUILDAH_ROOT" | short_hash | cut -c1-8)"
 BASE_SUITE=bookworm
 BASE_INCLUDE="python3,python3-venv,ca-certificates"
 CLUSTER_STATE="${CRONTASK_CLUSTER_STATE:-/var/lib/crontask/cluster}"
