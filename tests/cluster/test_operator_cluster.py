@@ -176,7 +176,7 @@ def test_name_too_long_for_the_cronjob_suffix_is_refused(namespace: str) -> None
 def _node_has(image: str) -> bool:
     out = kubectl("get", "nodes", "-o", "json").stdout
     names = {n for node in json.loads(out)["items"] for img in node["status"].get("images", [])
-             for n in img.get("names", [])}
+             for n in img.get("names") or []}
     return any(n == image or n.endswith("/" + image) for n in names)
 
 
