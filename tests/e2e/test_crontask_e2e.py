@@ -46,11 +46,16 @@ def _cronjob_of(ct: dict[str, Any], namespace: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def applied(release: str, namespace: str) -> dict[str, dict[str, Any]]:
-    """`kubectl apply -f examples/` into the test namespace."""
+    """`kubectl apply -f examples/` into the test namespace, suspended.
+
+    Suspended so that no scheduled run races the runs the tests start by hand
+    (`kubectl create job --from=cronjob/...` works on a suspended CronJob).
+    """
     examples = _examples()
     assert set(examples) == {"recover", "decay", "process"}, "examples/ must show all three tasks"
     for ct in examples.values():
         ct["spec"]["database"]["secretKeyRef"]["name"] = DB_SECRET
+        ct["spec"]["suspend"] = True
         kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(ct))
     return examples
 
@@ -70,6 +75,7 @@ def test_examples_become_hardened_cronjobs(applied: dict[str, dict[str, Any]],
         spec = cj["spec"]
         assert spec["schedule"] == ct["spec"]["schedule"], task
         assert spec["concurrencyPolicy"] == ct["spec"].get("concurrencyPolicy", "Forbid")
+        assert spec["suspend"] is True
         assert spec["startingDeadlineSeconds"] > 0
         assert spec.get("timeZone", "UTC") == ct["spec"].get("timeZone", "UTC")
         job = spec["jobTemplate"]["spec"]
@@ -182,21 +188,22 @@ def test_suspend_resume_and_spec_update_propagate(applied: dict[str, dict[str, A
                                                   namespace: str) -> None:
     ct = applied["process"]
     name, cj = ct["metadata"]["name"], _cj_name(ct, namespace)
+    # The examples are applied suspended: resume first, then suspend again.
     kubectl("patch", "ct", name, "-n", namespace, "--type=merge", "-p",
-            '{"spec":{"suspend":true}}')
-    wait_for("suspend to reach the CronJob",
-             lambda: (get("cronjob", cj, namespace) or {}).get("spec", {}).get("suspend") is True)
-    kubectl("patch", "ct", name, "-n", namespace, "--type=merge", "-p",
-            '{"spec":{"suspend":false,"schedule":"*/7 * * * *","process":{"batchSize":4}}}')
+            '{"spec":{"suspend":false,"schedule":"0 3 1 1 *","process":{"batchSize":4}}}')
 
     def updated() -> bool:
         c = get("cronjob", cj, namespace) or {}
         spec = c.get("spec", {})
         args = spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get(
             "spec", {}).get("containers", [{}])[0].get("args", [])
-        return (spec.get("suspend") is False and spec.get("schedule") == "*/7 * * * *"
+        return (spec.get("suspend") is False and spec.get("schedule") == "0 3 1 1 *"
                 and "4" in args)
     wait_for("resume and the new schedule and batch size to reach the CronJob", updated)
+    kubectl("patch", "ct", name, "-n", namespace, "--type=merge", "-p",
+            '{"spec":{"suspend":true}}')
+    wait_for("suspend to reach the CronJob",
+             lambda: (get("cronjob", cj, namespace) or {}).get("spec", {}).get("suspend") is True)
     observed = crontask(name, namespace)
     assert observed["status"]["observedGeneration"] == observed["metadata"]["generation"]
 
@@ -310,10 +317,15 @@ def test_helm_uninstall_leaves_nothing_behind(release: str, namespace: str) -> N
     kubectl("delete", "ct", "--all", "-n", namespace, "--wait=true", timeout=120)
     helm("uninstall", RELEASE, "-n", namespace, "--wait")
     selector = f"app.kubernetes.io/instance={RELEASE}"
-    leftovers = kubectl("get", "all,serviceaccounts,roles,rolebindings,configmaps,secrets",
+
+    def leftovers() -> list[str]:
+        return (kubectl("get", "all,serviceaccounts,roles,rolebindings,configmaps,secrets",
                         "-n", namespace, "-l", selector, "-o", "name").stdout.split()
-    cluster_wide = kubectl("get", "clusterroles,clusterrolebindings", "-l", selector,
-                           "-o", "name").stdout.split()
-    cronjobs = kubectl("get", "cronjobs", "-n", namespace, "-o", "name").stdout.split()
-    assert (leftovers, cluster_wide, cronjobs) == ([], [], [])
+                + kubectl("get", "clusterroles,clusterrolebindings", "-l", selector,
+                          "-o", "name").stdout.split()
+                + kubectl("get", "cronjobs", "-n", namespace, "-o", "name").stdout.split())
+
+    # The Deployment's pods are deleted in the background after `helm uninstall --wait`.
+    wait_for("everything of the release to be gone", lambda: leftovers() == [] or None,
+             timeout=90)
 
