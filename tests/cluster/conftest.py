@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.kube import kubectl, wait_for
+from tests.kube import cluster_skip_reason, kubectl, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "charts" / "crontask" / "crds"
@@ -27,18 +27,9 @@ JOBS_IMAGE = os.environ.get("CRONTASK_JOBS_IMAGE", "crontask-jobs:dev")
 ARTIFACTS = pathlib.Path(os.environ.get("CRONTASK_E2E_ARTIFACTS", REPO / ".artifacts" / "e2e"))
 
 
-def _skip_reason() -> str | None:
-    if os.environ.get("CRONTASK_E2E") != "1":
-        return ("cluster tests need a test cluster: run hack/e2e.sh, or set CRONTASK_E2E=1 and"
-                " KUBECONFIG for a cluster you are willing to test against")
-    if not os.environ.get("KUBECONFIG"):
-        return "CRONTASK_E2E=1 but no KUBECONFIG: refusing to guess a kube context"
-    return None
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = pathlib.Path(__file__).parent
-    reason = _skip_reason()
+    reason = cluster_skip_reason()
     for item in items:
         if pathlib.Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.e2e)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.cluster.conftest import JOBS_IMAGE, REPO
-from tests.cluster.kube import HELM, apply, condition, events, get, kubectl, wait_for
+from tests.kube import HELM, apply, condition, events, get, kubectl, wait_for
 
 SECRET = "crontask-database"
 

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.e2e.kube import condition, get, helm, kubectl, kubectl_json, wait_for
+from tests.kube import cluster_skip_reason, get, helm, kubectl, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "crontask"
@@ -28,12 +28,12 @@ DB_SECRET = "crontask-database"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = pathlib.Path(__file__).parent
+    reason = cluster_skip_reason()
     for item in items:
         if pathlib.Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.e2e)
-            if os.environ.get("CRONTASK_E2E") != "1":
-                item.add_marker(pytest.mark.skip(
-                    reason="e2e tests need a test cluster: run hack/e2e.sh (sets CRONTASK_E2E=1)"))
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def _dump_diagnostics(namespace: str) -> None:
@@ -134,4 +134,3 @@ def wait_for_run(name: str, namespace: str, job: str, timeout: float = 180) -> d
     return wait_for(f"CronTask {name} to report Job {job}", probe, timeout=timeout)
 
 
-__all__ = ["condition", "crontask", "kubectl_json", "run_now", "wait_for", "wait_for_run"]

@@ -19,7 +19,7 @@ from tests.e2e.conftest import (
     run_now,
     wait_for_run,
 )
-from tests.e2e.kube import condition, get, helm, kubectl, kubectl_json, wait_for
+from tests.kube import condition, get, helm, kubectl, kubectl_json, wait_for
 
 EXAMPLES = REPO / "examples"
 

@@ -1,4 +1,8 @@
-"""kubectl for the cluster tests, and a patient ``wait_for``."""
+"""kubectl and helm as a user runs them, for the cluster and e2e tiers, and a patient wait_for.
+
+Both tiers drive the cluster through the command-line tools a platform engineer uses, so what
+they prove (RBAC, admission, printer columns, `kubectl apply` errors) is what users see.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,27 @@ def run(args: list[str], *, check: bool = True, stdin: str | None = None,
 def kubectl(*args: str, check: bool = True, stdin: str | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return run([KUBECTL, *args], check=check, stdin=stdin, timeout=timeout)
+
+
+def kubectl_json(*args: str) -> Any:
+    return json.loads(kubectl(*args, "-o", "json").stdout)
+
+
+def helm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run([HELM, *args], check=check, timeout=timeout)
+
+
+def cluster_skip_reason() -> str | None:
+    """Why tests that need a cluster cannot run here, or None when they can.
+
+    Never guess a kube context: a developer's default one may be production.
+    """
+    if os.environ.get("CRONTASK_E2E") != "1":
+        return ("needs a test cluster: run hack/e2e.sh, or set CRONTASK_E2E=1 and KUBECONFIG"
+                " for a cluster you are willing to test against")
+    if not os.environ.get("KUBECONFIG"):
+        return "CRONTASK_E2E=1 but no KUBECONFIG: refusing to guess a kube context"
+    return None
 
 
 def apply(namespace: str, manifest: dict[str, Any],
