@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-from crontask_report import GONE_TASKS, RunReport, RunStatus, gone_message
+from crontask_contract.report import GONE_TASKS, RunReport, RunStatus, gone_message
 from sqlalchemy.engine import URL
 
 from crontask_jobs import config

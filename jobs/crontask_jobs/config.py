@@ -12,7 +12,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from crontask_jobs.durations import DurationError, parse_duration
+from crontask_contract.durations import DurationError, parse_duration
 
 ENV_PREFIX: Final = "CRONTASK_"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

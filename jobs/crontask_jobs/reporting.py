@@ -1,7 +1,7 @@
 """Emitting the run report: the last line of stdout, and the termination-message file.
 
 The file is what the operator reads back from the Pod status; Kubernetes keeps at most 4096
-bytes of it, which `crontask_report.encode` guarantees. A missing default file (running
+bytes of it, which `crontask_contract.report.encode` guarantees. A missing default file (running
 outside Kubernetes) is not an error; an explicitly requested one that cannot be written is
 logged, and never turns a completed run into a failed one.
 """
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Final
 
-from crontask_report import RunReport, encode
+from crontask_contract.report import RunReport, encode
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import sys
 from typing import Any, Final
 
 import yaml
+from crontask_contract.durations import DURATION_PATTERN
 
 from crontask_operator import names
-from crontask_operator.durations import DURATION_PATTERN
 
 Schema = dict[str, Any]
 

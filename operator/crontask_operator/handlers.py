@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from crontask_contract.durations import duration_seconds
 from kubernetes_asyncio import client
 
 from crontask_operator import kube, names, outcomes, reconcile
 from crontask_operator.config import OperatorConfig
-from crontask_operator.durations import parse_duration
 from crontask_operator.metrics import Metrics
 
 CRONTASKS = (names.GROUP, names.VERSION, names.PLURAL)
@@ -83,7 +83,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     def recover_thresholds(spec: kopf.Spec, namespace: str | None, **_: Any) -> dict[str, int]:
         stale = (spec.get("recover") or {}).get("staleAfter", "30m")
         try:
-            return {str(namespace): parse_duration(stale)}
+            return {str(namespace): duration_seconds(stale)}
         except ValueError:
             return {}
 

@@ -14,7 +14,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from crontask_report import ReportError, RunReport, RunStatus, StageErrors, StageTiming, decode
+from crontask_contract.report import (
+    ReportError,
+    RunReport,
+    RunStatus,
+    StageErrors,
+    StageTiming,
+    decode,
+)
 
 from crontask_operator import names
 

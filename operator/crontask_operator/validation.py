@@ -11,10 +11,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Final
 
-from crontask_report import GONE_TASKS, gone_message
+from crontask_contract.durations import duration_seconds, format_duration
+from crontask_contract.report import GONE_TASKS, gone_message
 
 from crontask_operator import names, schedule
-from crontask_operator.durations import format_duration, parse_duration
 from crontask_operator.spec import CronTaskSpec
 
 MIN_STARTING_DEADLINE: Final = 60
@@ -49,7 +49,7 @@ def margin(seconds: int) -> int:
 def process_limit(spec: CronTaskSpec, namespace_recover_stale: int | None) -> int:
     """The staleness threshold a process run must stay below: the stricter of its own
     ``process.recoverStaleAfter`` and any recover CronTask's ``staleAfter`` in the namespace."""
-    own = parse_duration(spec.params.get("recoverStaleAfter", "30m"))
+    own = duration_seconds(spec.params.get("recoverStaleAfter", "30m"))
     return own if namespace_recover_stale is None else min(own, namespace_recover_stale)
 
 
@@ -75,7 +75,7 @@ def resolve(name: str, spec: CronTaskSpec, now: dt.datetime,
                     **{f"stageTimeouts.{k}": v
                        for k, v in (spec.params.get("stageTimeouts") or {}).items()}}
         for where, value in timeouts.items():
-            if parse_duration(value) >= limit:
+            if duration_seconds(value) >= limit:
                 return Refusal("DeadlineBeyondRecovery",
                                f"process.{where} ({value}) must be shorter than recover's"
                                f" staleness threshold ({format_duration(limit)})")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from crontask_report import MAX_REPORT_BYTES, decode
+from crontask_contract.report import MAX_REPORT_BYTES, decode
 from support import add_conversations, add_user, cli, popen, rows, scalar
 
 pytestmark = pytest.mark.db

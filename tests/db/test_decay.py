@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from crontask_contract.report import RunReport, RunStatus, SkipReason
 from crontask_jobs.db import make_engine
 from crontask_jobs.decay_rules import UserState, compute_decay
 from crontask_jobs.tasks.decay import DECAY_LOCK_KEY, DecayOptions, run_decay
-from crontask_report import RunReport, RunStatus, SkipReason
 from sqlalchemy.engine import URL
 from support import add_user, execute, rows, run_async, scalar, warm_adapters
 

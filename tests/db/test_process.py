@@ -10,11 +10,11 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from crontask_contract.report import RunReport
 from crontask_jobs.db import make_engine
 from crontask_jobs.pipeline import Stage, StageContext
 from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages
 from crontask_jobs.tasks.process import ProcessOptions, run_process
-from crontask_report import RunReport
 from pipelines_for_tests import (
     recording,
     with_critical_failure,

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from crontask_contract.report import RunStatus
 from crontask_jobs.tasks.recover import RecoverOptions, run_recover
-from crontask_report import RunStatus
 from sqlalchemy.engine import URL
 from support import add_conversations, execute, rows, run_async, scalar
 

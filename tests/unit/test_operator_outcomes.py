@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from crontask_contract.report import RunReport, RunStatus, StageErrors, StageTiming, encode
 from crontask_operator.outcomes import FAILED, SKIPPED, SUCCEEDED, job_result, pod_result, run_of
-from crontask_report import RunReport, RunStatus, StageErrors, StageTiming, encode
 
 FINISHED = "2026-01-05T12:00:05Z"
 SOON = dt.datetime(2026, 1, 5, 12, 0, 6, tzinfo=dt.UTC)

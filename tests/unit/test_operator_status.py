@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from crontask_contract.report import StageErrors
 from crontask_operator import names
 from crontask_operator.conditions import Condition, set_condition
 from crontask_operator.outcomes import FAILED, SKIPPED, SUCCEEDED, Run
 from crontask_operator.status import fold_runs, healthy
-from crontask_report import StageErrors
 
 
 def run(n: int, outcome: str = SUCCEEDED, **extra: Any) -> Run:

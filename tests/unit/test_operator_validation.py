@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from crontask_operator.durations import format_duration, parse_duration
 from crontask_operator.spec import parse_spec
 from crontask_operator.validation import Refusal, Timing, resolve
 from operator_helpers import NOW, crontask_spec
@@ -14,23 +13,6 @@ from operator_helpers import NOW, crontask_spec
 def run(task: str = "process", name: str = "t", recover_stale: int | None = None,
         **extra: Any) -> Timing | Refusal:
     return resolve(name, parse_spec(crontask_spec(task, **extra)), NOW, recover_stale)
-
-
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("30m", 1800), ("1h30m", 5400), ("2h", 7200), ("45", 45), (60, 60)])
-def test_durations(text: str | int, seconds: int) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "h", "1d", "-5", "1.5h", "m30"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(text)
-
-
-def test_format_duration_round_trips() -> None:
-    for seconds in (1, 59, 60, 90, 3600, 5400, 86399):
-        assert parse_duration(format_duration(seconds)) == seconds
 
 
 @pytest.mark.parametrize("task", ["detect-stuck", "recover-stuck"])

@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from crontask_contract.report import (
+    MAX_REPORT_BYTES,
+    RunReport,
+    RunStatus,
+    StageErrors,
+    StageTiming,
+    decode,
+)
 from crontask_jobs.reporting import emit
-from crontask_report import MAX_REPORT_BYTES, RunReport, RunStatus, StageErrors, StageTiming, decode
 
 
 def test_many_long_errors_still_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

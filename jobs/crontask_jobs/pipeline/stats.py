@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from crontask_report import StageErrors, StageTiming
+from crontask_contract.report import StageErrors, StageTiming
 
 
 @dataclass(frozen=True)
