@@ -136,7 +136,7 @@ project_key() {
     { for f in pyproject.toml constraints.txt README.md .dockerignore jobs/Dockerfile operator/Dockerfile; do
         [ -f "$f" ] && { echo "== $f"; cat "$f"; }
       done
-      find jobs/crontask_jobs jobs/crontask_report operator/crontask_operator -type f \
+      find jobs/crontask_jobs jobs/crontask_contract operator/crontask_operator -type f \
         ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum
       base_ref
     } | short_hash )
@@ -159,7 +159,7 @@ build_context() {  # build_context DIR : project sources + host-built wheels
   ( cd "$CRONTASK_ROOT"
     tar --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' -cf - \
       pyproject.toml constraints.txt README.md .dockerignore \
-      jobs/crontask_jobs jobs/crontask_report operator/crontask_operator jobs/Dockerfile operator/Dockerfile
+      jobs/crontask_jobs jobs/crontask_contract operator/crontask_operator jobs/Dockerfile operator/Dockerfile
   ) | tar -C "$ctx" -xf -
   venv="$(wheel_venv)"
   log "pip wheel .[jobs,operator] (constraints.txt) on the host"
