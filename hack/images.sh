@@ -136,8 +136,9 @@ project_key() {
     { for f in pyproject.toml constraints.txt README.md .dockerignore jobs/Dockerfile operator/Dockerfile; do
         [ -f "$f" ] && { echo "== $f"; cat "$f"; }
       done
-      find jobs/crontask_jobs jobs/crontask_contract operator/crontask_operator -type f \
-        ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum
+      # whole package roots (pyproject's packages.find "where" dirs), so renames need no edit
+      find jobs operator -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' \
+        -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum
       base_ref
     } | short_hash )
 }
@@ -159,7 +160,7 @@ build_context() {  # build_context DIR : project sources + host-built wheels
   ( cd "$CRONTASK_ROOT"
     tar --exclude='__pycache__' --exclude='*.pyc' --exclude='*.egg-info' -cf - \
       pyproject.toml constraints.txt README.md .dockerignore \
-      jobs/crontask_jobs jobs/crontask_contract operator/crontask_operator jobs/Dockerfile operator/Dockerfile
+      jobs operator
   ) | tar -C "$ctx" -xf -
   venv="$(wheel_venv)"
   log "pip wheel .[jobs,operator] (constraints.txt) on the host"
@@ -213,7 +214,7 @@ containerd_address() {
 import_all() {
   local addr a
   addr="$(containerd_address || true)"
-  if [ -z "$addr" ] || ! ctr --address "$addr" version >/dev/null 2>&1; then
+  if [ -z "$addr" ] || [ ! -S "$addr" ] || ! ctr --address "$addr" version >/dev/null 2>&1; then
     log "no running containerd (cluster down): archives are imported by cluster.sh up"; return 0
   fi
   for a in "$ARCHIVES"/*.oci.tar; do

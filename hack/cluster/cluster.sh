@@ -429,6 +429,9 @@ evictionHard:
   nodefs.inodesFree: "1%"
   imagefs.available: "1%"
 resolvConf: ${STATE}/resolv.conf
+# container logs under the state dir (the kubelet still symlinks them from the fixed
+# /var/log/containers, which down cleans)
+podLogsDir: ${STATE}/pod-logs
 clusterDomain: cluster.local
 maxPods: 50
 serializeImagePulls: false
@@ -673,6 +676,17 @@ cmd_down() {
     [ -d "$h/$CGROUP_ROOT" ] || continue
     find "$h/$CGROUP_ROOT" -depth -type d -exec rmdir {} \; 2>/dev/null || warn "cgroup $h/$CGROUP_ROOT not fully removed"
   done
+  # pods of ours that logged to the kubelet's default /var/log/pods (older state dirs)
+  if [ -d "$STATE/kubelet/pods" ] && [ -d /var/log/pods ]; then
+    for d in "$STATE"/kubelet/pods/*; do
+      [ -e "$d" ] || continue
+      rm -rf /var/log/pods/*_"$(basename "$d")"
+      find /var/log/containers -maxdepth 1 -type l -lname "/var/log/pods/*_$(basename "$d")/*" -delete 2>/dev/null || true
+    done
+  fi
+  # the kubelet's fixed /var/log/containers symlinks into our pod log dir
+  find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
+  rmdir /var/log/containers /var/log/pods 2>/dev/null || true
   # libcni's result cache lives in /var/lib/cni regardless of our config
   rm -f /var/lib/cni/results/"${CNI_NETWORK}"-* 2>/dev/null || true
   rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
@@ -718,9 +732,8 @@ cmd_logs() {
   mkdir -p "$dest"
   [ -d "$LOGS" ] || { warn "no logs in $LOGS"; return 0; }
   cp -a "$LOGS"/. "$dest"/
-  if [ -d "$STATE/kubelet/../logs" ]; then :; fi
   # container logs written by the kubelet
-  if [ -d /var/log/pods ]; then :; fi
+  if [ -d "$STATE/pod-logs" ]; then mkdir -p "$dest/pods"; cp -a "$STATE/pod-logs"/. "$dest/pods"/; fi
   if [ -e "$NETNS_PATH" ] && [ -s "$ADMIN_KUBECONFIG" ] && kc get --raw /readyz >/dev/null 2>&1; then
     kc get all,events -A -o wide > "$dest/cluster-resources.txt" 2>&1 || true
   fi
