@@ -687,8 +687,13 @@ cmd_down() {
   # the kubelet's fixed /var/log/containers symlinks into our pod log dir
   find /var/log/containers -maxdepth 1 -type l -lname "$STATE/*" -delete 2>/dev/null || true
   rmdir /var/log/containers /var/log/pods 2>/dev/null || true
-  # libcni's result cache lives in /var/lib/cni regardless of our config
+  # libcni's result cache lives in /var/lib/cni regardless of our config: entries are
+  # <network>-<sandbox id>-<ifname>, for our network and containerd's loopback one
   rm -f /var/lib/cni/results/"${CNI_NETWORK}"-* 2>/dev/null || true
+  for d in "$STATE"/containerd/root/io.containerd.grpc.v1.cri/sandboxes/*; do
+    [ -e "$d" ] || continue
+    rm -f "/var/lib/cni/results/cni-loopback-$(basename "$d")-lo"
+  done
   rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
   # containerd 1.6 shims put their sockets under /run/containerd/s/<sha256(addr/ns/id)>
   if [ -d "$STATE/containerd/state/io.containerd.runtime.v2.task/k8s.io" ]; then

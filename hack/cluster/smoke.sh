@@ -109,6 +109,7 @@ kubectl -n "$NS_B" get cronjob,jobs,pods
 kubectl -n "$NS_B" get jobs -o jsonpath='{range .items[*]}{.metadata.name} owner={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}{"\n"}{end}'
 
 step "4. delete the CronJob: the garbage collector removes its Jobs and Pods"
+echo "before: $(kubectl -n "$NS_B" get jobs -o name | wc -l) jobs, $(kubectl -n "$NS_B" get pods -o name | wc -l) pods"
 kubectl -n "$NS_B" delete cronjob hello
 for _ in $(seq 1 60); do
   left=$(kubectl -n "$NS_B" get jobs,pods -o name | wc -l)
