@@ -232,6 +232,7 @@ main() {
   mkdir -p "$IMG_DIR" "$ARCHIVES" "$BUILDAH_ROOT"
   command -v buildah >/dev/null || die "buildah missing: run hack/tools.sh apt"
   local cmd="${1:-all}"
+  [ "$cmd" = names ] || take_lock images
   case "$cmd" in
     names) echo "JOBS_IMAGE=$JOBS_IMAGE"; echo "OPERATOR_IMAGE=$OPERATOR_IMAGE"; echo "PAUSE_IMAGE=$PAUSE_IMAGE"; return 0 ;;
     pause) phase_begin "pause image"; build_pause; phase_end ;;

@@ -74,3 +74,16 @@ tools_bin_dir() {
 
 # sha256 of stdin, short
 short_hash() { sha256sum | cut -c1-16; }
+
+# take_lock NAME : serialise this script against other runs (same cache) on fd 9. The
+# lock is released when the process exits; daemons started while holding it must be
+# started with 9>&- so they do not keep it.
+take_lock() {
+  local f="${CRONTASK_CACHE}/locks/$1.lock"
+  mkdir -p "${CRONTASK_CACHE}/locks"
+  exec 9>"$f"
+  if ! flock -n 9; then
+    log "waiting for another $1 run to finish (lock $f)"
+    flock -w "${CRONTASK_LOCK_TIMEOUT:-3600}" 9 || die "timed out waiting for lock $f"
+  fi
+}

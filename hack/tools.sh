@@ -204,8 +204,9 @@ main() {
   case "$cmd" in
     path) echo "$BIN_DIR"; return 0 ;;
     versions) versions; return 0 ;;
-    apt) phase_begin "apt packages"; apt_install; phase_end ;;
+    apt) take_lock tools; phase_begin "apt packages"; apt_install; phase_end ;;
     build|all)
+      take_lock tools
       if [ "$cmd" = all ]; then phase_begin "apt packages"; apt_install; phase_end; fi
       command -v go >/dev/null || die "go not found (expected /usr/local/go/bin/go)"
       log "go: $(go version); cache: ${CRONTASK_CACHE}; bin: ${BIN_DIR}"

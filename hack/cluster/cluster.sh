@@ -110,7 +110,7 @@ start() {
   if alive "$name"; then log "$name already running (pid $(pid_of "$name"))"; return 0; fi
   mkdir -p "$LOGS" "$RUN"
   printf '\n===== %s start %s\n%s\n' "$name" "$(date -Is)" "$*" >> "$LOGS/$name.log"
-  setsid nsenter --net="$NETNS_PATH" -- "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null &
+  setsid nsenter --net="$NETNS_PATH" -- "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$RUN/$name.pid"
 }
 
@@ -510,7 +510,7 @@ EOF
   touch "$LOGS/postgres.log"; chown postgres:postgres "$LOGS/postgres.log"
   if ! in_ns runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     in_ns runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$LOGS/postgres.log" -w -t 60 start \
-      >/dev/null 2>&1 || fail_component postgres "pg_ctl start failed"
+      >/dev/null 2>&1 9>&- || fail_component postgres "pg_ctl start failed"
   fi
   head -1 "$data/postmaster.pid" > "$RUN/postgres.pid"
   pw="$(cat "$STATE/postgres/password")"
@@ -758,8 +758,8 @@ cmd_exec() {
 main() {
   local cmd="${1:-}"; [ "$#" -gt 0 ] && shift
   case "$cmd" in
-    up) cmd_up ;;
-    down) cmd_down ;;
+    up) take_lock cluster; cmd_up ;;
+    down) take_lock cluster; cmd_down ;;
     status) cmd_status ;;
     kubeconfig) echo "$ADMIN_KUBECONFIG" ;;
     database-url) cat "$STATE/database-url" ;;
