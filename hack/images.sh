@@ -167,7 +167,7 @@ build_context() {  # build_context DIR : project sources + host-built wheels
   # The wheel cache keeps later runs fast; the project's own wheel is always rebuilt.
   run_ticking "pip wheel" "$venv/bin/pip" wheel -q --disable-pip-version-check \
     --cache-dir "${IMG_DIR}/pip-cache" -c "$ctx/constraints.txt" \
-    --build-constraint "$ctx/constraints.txt" -w "$ctx/wheels" "$ctx[jobs,operator]"
+    --build-constraint "$ctx/constraints.txt" -w "$ctx/wheels" "${ctx}[jobs,operator]"
   ls "$ctx/wheels"/crontask-*.whl >/dev/null || die "no crontask wheel was built"
 }
 

@@ -609,10 +609,10 @@ state_pids() {
 }
 
 stop_pid() {  # stop_pid NAME PID
-  local name="$1" p="$2" i
+  local name="$1" p="$2"
   kill -0 "$p" 2>/dev/null || return 0
   kill -TERM "$p" 2>/dev/null || true
-  for i in $(seq 1 40); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.25; done
+  for _ in $(seq 1 40); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.25; done
   warn "$name (pid $p) did not stop on TERM; killing"
   kill -KILL "$p" 2>/dev/null || true
 }

@@ -15,10 +15,13 @@
 #   kind        `kind create cluster` (name $KIND_CLUSTER_NAME, default crontask-e2e),
 #               images built with `docker build` and loaded with `kind load docker-image`.
 #               Needs a working `docker info` and node images from a registry.
-#               DATABASE_URL must be given (a PostgreSQL reachable from the pods).
 #   kubeconfig  an existing cluster: KUBECONFIG must be set, images must already be
-#               available to its nodes (CRONTASK_JOBS_IMAGE / CRONTASK_OPERATOR_IMAGE),
-#               and DATABASE_URL must be given.
+#               available to its nodes (CRONTASK_JOBS_IMAGE / CRONTASK_OPERATOR_IMAGE).
+#   For kind and kubeconfig, DATABASE_URL (reachable from the pods) may be given;
+#   otherwise a throwaway PostgreSQL ($CRONTASK_E2E_POSTGRES_IMAGE, default postgres:15)
+#   is deployed in namespace crontask-e2e-db and its in-cluster URL is exported (pods
+#   can use it; a test process outside the cluster cannot). These two backends are
+#   untested on the build machine, which has neither a Docker engine nor a registry.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/lib.sh
@@ -34,6 +37,55 @@ default_backend() {
   else
     echo local
   fi
+}
+
+# deploy_postgres KUBECONFIG: a throwaway PostgreSQL in the cluster (for kind/kubeconfig
+# when DATABASE_URL is not given); prints the in-cluster DATABASE_URL. Untested on the
+# build machine (it has no Docker engine or registry); needs the image to be pullable.
+deploy_postgres() {
+  local kc="$1" ns=crontask-e2e-db pw image="${CRONTASK_E2E_POSTGRES_IMAGE:-postgres:15}"
+  kubectl --kubeconfig "$kc" create namespace "$ns" --dry-run=client -o yaml \
+    | kubectl --kubeconfig "$kc" apply -f - >&2
+  if ! kubectl --kubeconfig "$kc" -n "$ns" get secret crontask-db >/dev/null 2>&1; then
+    kubectl --kubeconfig "$kc" -n "$ns" create secret generic crontask-db \
+      --from-literal=password="$(openssl rand -hex 16)" >&2
+  fi
+  pw="$(kubectl --kubeconfig "$kc" -n "$ns" get secret crontask-db -o jsonpath='{.data.password}' | base64 -d)"
+  kubectl --kubeconfig "$kc" -n "$ns" apply -f - >&2 <<MANIFEST
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: crontask-db}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: crontask-db}}
+  template:
+    metadata: {labels: {app: crontask-db}}
+    spec:
+      containers:
+      - name: postgres
+        image: ${image}
+        env:
+        - {name: POSTGRES_USER, value: crontask}
+        - {name: POSTGRES_DB, value: crontask}
+        - {name: POSTGRES_INITDB_ARGS, value: "--auth-host=scram-sha-256"}
+        - name: POSTGRES_PASSWORD
+          valueFrom: {secretKeyRef: {name: crontask-db, key: password}}
+        ports: [{containerPort: 5432}]
+        readinessProbe:
+          exec: {command: [pg_isready, -U, crontask, -d, crontask]}
+          periodSeconds: 2
+        volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]
+      volumes: [{name: data, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: crontask-db}
+spec:
+  selector: {app: crontask-db}
+  ports: [{port: 5432, targetPort: 5432}]
+MANIFEST
+  kubectl --kubeconfig "$kc" -n "$ns" rollout status deploy/crontask-db --timeout=300s >&2
+  echo "postgresql://crontask:${pw}@crontask-db.${ns}.svc.cluster.local:5432/crontask"
 }
 
 BACKEND="${CRONTASK_E2E_BACKEND:-$(default_backend)}"
@@ -64,13 +116,13 @@ case "$BACKEND" in
     docker build -f "$CRONTASK_ROOT/jobs/Dockerfile" -t "$JOBS_IMAGE" "$CRONTASK_ROOT" >&2
     docker build -f "$CRONTASK_ROOT/operator/Dockerfile" -t "$OPERATOR_IMAGE" "$CRONTASK_ROOT" >&2
     kind load docker-image --name "$name" "$JOBS_IMAGE" "$OPERATOR_IMAGE" >&2
-    [ -n "${DATABASE_URL:-}" ] || die "backend kind: set DATABASE_URL to a PostgreSQL the pods can reach"
-    out+=("KUBECONFIG=$kubeconfig" "DATABASE_URL=$DATABASE_URL" "CRONTASK_E2E_EXEC=")
+    db="${DATABASE_URL:-$(deploy_postgres "$kubeconfig")}"
+    out+=("KUBECONFIG=$kubeconfig" "DATABASE_URL=$db" "CRONTASK_E2E_EXEC=")
     ;;
   kubeconfig)
     [ -n "${KUBECONFIG:-}" ] || die "backend kubeconfig: set KUBECONFIG"
-    [ -n "${DATABASE_URL:-}" ] || die "backend kubeconfig: set DATABASE_URL to a PostgreSQL the pods can reach"
-    out+=("KUBECONFIG=$KUBECONFIG" "DATABASE_URL=$DATABASE_URL" "CRONTASK_E2E_EXEC=")
+    db="${DATABASE_URL:-$(deploy_postgres "$KUBECONFIG")}"
+    out+=("KUBECONFIG=$KUBECONFIG" "DATABASE_URL=$db" "CRONTASK_E2E_EXEC=")
     ;;
   *) die "CRONTASK_E2E_BACKEND must be local, kind or kubeconfig (got $BACKEND)" ;;
 esac
