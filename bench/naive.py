@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
+
 from crontask_jobs.decay_rules import UserState, compute_decay
 
 

@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import naive  # noqa: E402
+
 from crontask_jobs.db import make_engine  # noqa: E402
 from crontask_jobs.migrate import upgrade  # noqa: E402
 from crontask_jobs.pipeline import Stage, StageContext  # noqa: E402

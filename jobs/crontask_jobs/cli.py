@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
-from crontask_contract.report import GONE_TASKS, RunReport, RunStatus, gone_message
 from sqlalchemy.engine import URL
 
+from crontask_contract.report import GONE_TASKS, RunReport, RunStatus, gone_message
 from crontask_jobs import config
 from crontask_jobs.db import (
     DatabaseUrlError,

@@ -13,8 +13,8 @@ import sys
 from typing import Any, Final
 
 import yaml
-from crontask_contract.durations import DURATION_PATTERN
 
+from crontask_contract.durations import DURATION_PATTERN
 from crontask_operator import names
 
 Schema = dict[str, Any]

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from crontask_contract.durations import duration_seconds
 from kubernetes_asyncio import client
 
+from crontask_contract.durations import duration_seconds
 from crontask_operator import kube, names, outcomes, reconcile
 from crontask_operator.config import OperatorConfig
 from crontask_operator.metrics import Metrics

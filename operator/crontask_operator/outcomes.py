@@ -22,7 +22,6 @@ from crontask_contract.report import (
     StageTiming,
     decode,
 )
-
 from crontask_operator import names
 
 REPORT_GRACE_SECONDS: Final = 20

@@ -13,7 +13,6 @@ from typing import Final
 
 from crontask_contract.durations import duration_seconds, format_duration
 from crontask_contract.report import GONE_TASKS, gone_message
-
 from crontask_operator import names, schedule
 from crontask_operator.spec import CronTaskSpec
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from crontask_jobs.migrate import upgrade
 from sqlalchemy.engine import URL, make_url
+
+from crontask_jobs.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[2]
 

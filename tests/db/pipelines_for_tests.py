@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import sqlalchemy as sa
+
 from crontask_jobs.pipeline import Stage, StageContext, StageError
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from crontask_jobs.db import make_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crontask_jobs.db import make_engine
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent

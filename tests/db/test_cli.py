@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from crontask_contract.report import MAX_REPORT_BYTES, decode
 from support import add_conversations, add_user, cli, popen, rows, scalar
+
+from crontask_contract.report import MAX_REPORT_BYTES, decode
 
 pytestmark = pytest.mark.db
 

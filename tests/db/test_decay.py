@@ -9,12 +9,13 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from support import add_user, execute, rows, run_async, scalar, warm_adapters
+
 from crontask_contract.report import RunReport, RunStatus, SkipReason
 from crontask_jobs.db import make_engine
 from crontask_jobs.decay_rules import UserState, compute_decay
 from crontask_jobs.tasks.decay import DECAY_LOCK_KEY, DecayOptions, run_decay
-from sqlalchemy.engine import URL
-from support import add_user, execute, rows, run_async, scalar, warm_adapters
 
 pytestmark = pytest.mark.db
 

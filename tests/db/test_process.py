@@ -10,11 +10,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from crontask_contract.report import RunReport
-from crontask_jobs.db import make_engine
-from crontask_jobs.pipeline import Stage, StageContext
-from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages
-from crontask_jobs.tasks.process import ProcessOptions, run_process
 from pipelines_for_tests import (
     recording,
     with_critical_failure,
@@ -23,6 +18,12 @@ from pipelines_for_tests import (
 )
 from sqlalchemy.engine import URL
 from support import LOG_TABLE, add_conversations, execute, rows, run_async, scalar, warm_adapters
+
+from crontask_contract.report import RunReport
+from crontask_jobs.db import make_engine
+from crontask_jobs.pipeline import Stage, StageContext
+from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages
+from crontask_jobs.tasks.process import ProcessOptions, run_process
 
 pytestmark = pytest.mark.db
 

@@ -6,10 +6,11 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from crontask_contract.report import RunStatus
-from crontask_jobs.tasks.recover import RecoverOptions, run_recover
 from sqlalchemy.engine import URL
 from support import add_conversations, execute, rows, run_async, scalar
+
+from crontask_contract.report import RunStatus
+from crontask_jobs.tasks.recover import RecoverOptions, run_recover
 
 pytestmark = pytest.mark.db
 

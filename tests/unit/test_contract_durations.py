@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+
 from crontask_contract.durations import (
     DURATION_PATTERN,
     DurationError,

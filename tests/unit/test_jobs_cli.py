@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from crontask_contract.report import decode
 from crontask_jobs.cli import EXIT_USAGE, UsageError, parse, run
 from crontask_jobs.db import mask_url, scrub, to_sqlalchemy_url

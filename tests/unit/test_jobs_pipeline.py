@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+
 from crontask_jobs.pipeline import Stage, StageContext, StageError
 from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages, summarise_transcript
 from crontask_jobs.pipeline.engine import ConversationOutcome, resolve_timeouts

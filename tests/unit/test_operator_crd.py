@@ -8,6 +8,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+
 from crontask_operator import crd
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 import pytest
+from operator_helpers import NOW, crontask_spec
+
 from crontask_operator import names
 from crontask_operator.cronjob import (
     JobDefaults,
@@ -17,7 +19,6 @@ from crontask_operator.cronjob import (
 )
 from crontask_operator.spec import parse_spec
 from crontask_operator.validation import Timing, resolve
-from operator_helpers import NOW, crontask_spec
 
 OWNER = Owner(name="process", namespace="ns", uid="uid-1")
 

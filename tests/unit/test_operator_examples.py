@@ -8,10 +8,11 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from operator_helpers import NOW
+
 from crontask_operator import crd
 from crontask_operator.spec import parse_spec
 from crontask_operator.validation import Timing, resolve
-from operator_helpers import NOW
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

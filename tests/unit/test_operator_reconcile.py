@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from operator_helpers import NOW, crontask
+
 from crontask_contract.report import RunReport, RunStatus, StageErrors, encode
 from crontask_operator import config as cfg
 from crontask_operator import names
@@ -17,7 +19,6 @@ from crontask_operator.kube import Rejected
 from crontask_operator.metrics import Metrics
 from crontask_operator.outcomes import job_result, pod_result
 from crontask_operator.reconcile import Context, fold, sync
-from operator_helpers import NOW, crontask
 
 LOG = logging.getLogger("test")
 

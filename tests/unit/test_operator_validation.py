@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from operator_helpers import NOW, crontask_spec
+
 from crontask_operator.spec import parse_spec
 from crontask_operator.validation import Refusal, Timing, resolve
-from operator_helpers import NOW, crontask_spec
 
 
 def run(task: str = "process", name: str = "t", recover_stale: int | None = None,

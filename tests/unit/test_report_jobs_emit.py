@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from crontask_contract.report import (
     MAX_REPORT_BYTES,
     RunReport,

@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 
 import sqlalchemy as sa
-from crontask_contract.durations import format_duration
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from crontask_contract.durations import format_duration
 from crontask_jobs.pipeline.stage import Stage, StageContext
 from crontask_jobs.pipeline.stats import StageResult
 

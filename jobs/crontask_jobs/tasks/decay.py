@@ -23,9 +23,9 @@ from decimal import Decimal
 from typing import Final
 
 import sqlalchemy as sa
-from crontask_contract.report import RunReport, RunStatus, SkipReason
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from crontask_contract.report import RunReport, RunStatus, SkipReason
 from crontask_jobs.decay_rules import CHAPTER_RULES, DEFAULT_MAX_DECAY_PER_RUN
 from crontask_jobs.repositories import JobExecutionRepository
 from crontask_jobs.tasks.common import TaskFailed, close_failed, utc_now

@@ -20,9 +20,9 @@ from datetime import timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
-from crontask_contract.report import RunReport, RunStatus
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crontask_contract.report import RunReport, RunStatus
 from crontask_jobs.pipeline.engine import (
     Claim,
     ConversationOutcome,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
-from crontask_contract.durations import format_duration
-from crontask_contract.report import RunReport, RunStatus
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crontask_contract.durations import format_duration
+from crontask_contract.report import RunReport, RunStatus
 from crontask_jobs.repositories import JobExecutionRepository
 from crontask_jobs.tasks.common import TaskFailed, close_failed, utc_now
 
