@@ -24,8 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +159,6 @@ def bench_process(db: URL, sql: sa.Engine, batch: int, concurrency: int,
             "ideal_s": ideal, "naive_s": t_naive, "ours_s": t_ours}
 
 
-def warm_adapters(sql: sa.Engine) -> None:
-    """Resolve psycopg's lazily registered adapters before threads race to (psycopg#1230)."""
-    with sql.connect() as c:
-        c.execute(sa.text("SELECT :d, :u, :t, :i"), {"d": Decimal(1), "u": uuid.uuid4(),
-                                                      "t": datetime.now(UTC),
-                                                      "i": timedelta(1)})
-
-
 def bench_race(url: URL, runs: int = 16) -> dict[str, int]:
     """How many of `runs` simultaneous decays apply decay: naive guard vs ours."""
     out: dict[str, int] = {}
@@ -177,7 +168,6 @@ def bench_race(url: URL, runs: int = 16) -> dict[str, int]:
             with sql.begin() as c:
                 c.execute(sa.text("INSERT INTO users (chapter, last_interaction_at) SELECT 1,"
                                   " now() - interval '20 hours' FROM generate_series(1, 200)"))
-            warm_adapters(sql)
             barrier = threading.Barrier(runs)
 
             def one_naive(sql: sa.Engine = sql, barrier: threading.Barrier = barrier) -> None:

@@ -8,8 +8,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,13 +106,3 @@ def popen(args: Sequence[str], database_url: str) -> subprocess.Popen[str]:
 LOG_TABLE = "CREATE TABLE processed_log (conversation_id uuid, execution_id uuid)"
 
 
-def warm_adapters(engine: sa.Engine) -> None:
-    """Resolve psycopg's lazily registered adapters before test threads race to.
-
-    psycopg 3.2's first use of an adapter from several threads at once can fail with
-    "cannot adapt type 'Decimal'" (psycopg/psycopg#1230, fixed in 3.3.2). A job is one thread
-    (one event loop), so only the tests' and the bench's threads can meet it.
-    """
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT :d, :u, :t, :i"), {
-            "d": Decimal(1), "u": uuid.uuid4(), "t": datetime.now(UTC), "i": timedelta(1)})

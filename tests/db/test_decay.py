@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from support import add_user, execute, rows, run_async, scalar, warm_adapters
+from support import add_user, execute, rows, run_async, scalar
 
 from crontask_contract.report import RunReport, RunStatus, SkipReason
 from crontask_jobs.db import make_engine
@@ -148,7 +148,6 @@ def test_sixteen_concurrent_runs_apply_decay_once(db_url: URL, sql: sa.Engine) -
                     SELECT 1 + i % 5, 60, now() - interval '100 hours'
                       FROM generate_series(1, 2000) AS i""")
     n = 16
-    warm_adapters(sql)
     barrier = threading.Barrier(n)
     reports: list[RunReport] = []
     errors: list[BaseException] = []

@@ -17,7 +17,7 @@ from pipelines_for_tests import (
     with_hanging_stage,
 )
 from sqlalchemy.engine import URL
-from support import LOG_TABLE, add_conversations, execute, rows, run_async, scalar, warm_adapters
+from support import LOG_TABLE, add_conversations, execute, rows, run_async, scalar
 
 from crontask_contract.report import RunReport
 from crontask_jobs.db import make_engine
@@ -201,7 +201,6 @@ def test_recovered_meanwhile_is_not_overwritten(db_url: URL, sql: sa.Engine) -> 
 def test_two_concurrent_runs_process_each_conversation_once(db_url: URL,
                                                             sql: sa.Engine) -> None:
     add_conversations(sql, 100, idle_minutes=20, messages=0)
-    warm_adapters(sql)
     barrier = threading.Barrier(2)
     reports: list[RunReport] = []
     errors: list[BaseException] = []
