@@ -36,6 +36,11 @@ static_checks() {
 }
 
 phase setup ./hack/setup.sh
+# The cluster tier needs Kubernetes, etcd and helm built from source (cached after the first
+# run); build them first so the unit tier's chart tests (helm lint/template) run too.
+if [[ " ${tiers[*]} " == *" e2e "* ]]; then
+  phase tools ./hack/tools.sh
+fi
 phase static static_checks
 for tier in "${tiers[@]}"; do
   case "$tier" in

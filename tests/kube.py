@@ -23,7 +23,8 @@ def _binary(name: str) -> str:
     override = os.environ.get(name.upper())
     if override:
         return override
-    cached = sorted(glob.glob(f"/var/cache/crontask/bin/*/{name}"))
+    cache = os.environ.get("CRONTASK_CACHE", "/var/cache/crontask")
+    cached = sorted(glob.glob(f"{cache}/bin/*/{name}"))
     return cached[-1] if cached else (shutil.which(name) or name)
 
 

@@ -31,7 +31,8 @@ def helm_binary() -> str | None:
     found = os.environ.get("HELM") or shutil.which("helm")
     if found:
         return found
-    cached = sorted(glob.glob("/var/cache/crontask/bin/*/helm"))
+    cache = os.environ.get("CRONTASK_CACHE", "/var/cache/crontask")
+    cached = sorted(glob.glob(f"{cache}/bin/*/helm"))
     return cached[-1] if cached else None
 
 
