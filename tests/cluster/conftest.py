@@ -18,23 +18,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube import cluster_skip_reason, kubectl, wait_for
+from tests.kube import kubectl, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "charts" / "crontask" / "crds"
 NAMESPACE_PREFIX = "crontask-cluster-"
 JOBS_IMAGE = os.environ.get("CRONTASK_JOBS_IMAGE", "crontask-jobs:dev")
 ARTIFACTS = pathlib.Path(os.environ.get("CRONTASK_E2E_ARTIFACTS", REPO / ".artifacts" / "e2e"))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = pathlib.Path(__file__).parent
-    reason = cluster_skip_reason()
-    for item in items:
-        if pathlib.Path(str(item.fspath)).is_relative_to(here):
-            item.add_marker(pytest.mark.e2e)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="package")

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,41 @@ def run_async(url: URL, fn: Callable[[AsyncEngine], Awaitable[T]], pool_size: in
             await engine.dispose()
 
     return asyncio.run(main())
+
+
+def run_simultaneously(url: URL, n: int, fn: Callable[[AsyncEngine], Awaitable[T]],
+                      pool_size: int) -> list[T]:
+    """Start `n` runs at the same instant, each in its own thread, event loop and engine, as
+    separate pods would; each connects before the barrier so connection set-up cannot
+    serialise them. Raises the first error of any run."""
+    barrier = threading.Barrier(n)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    async def one_run() -> T:
+        engine = make_engine(url, pool_size=pool_size)
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            barrier.wait(timeout=30)
+            return await fn(engine)
+        finally:
+            await engine.dispose()
+
+    def thread_main() -> None:
+        try:
+            results.append(asyncio.run(one_run()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread_main) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors, errors
+    assert len(results) == n, f"{n - len(results)} run(s) did not finish"
+    return results
 
 
 def execute(engine: sa.Engine, statement: str, params: dict[str, Any] | None = None) -> Any:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from support import add_user, execute, rows, run_async, scalar
+from support import add_user, execute, rows, run_async, run_simultaneously, scalar
 
 from crontask_contract.report import RunReport, RunStatus, SkipReason
-from crontask_jobs.db import make_engine
 from crontask_jobs.decay_rules import UserState, compute_decay
 from crontask_jobs.tasks.decay import DECAY_LOCK_KEY, DecayOptions, run_decay
 
@@ -148,32 +145,8 @@ def test_sixteen_concurrent_runs_apply_decay_once(db_url: URL, sql: sa.Engine) -
                     SELECT 1 + i % 5, 60, now() - interval '100 hours'
                       FROM generate_series(1, 2000) AS i""")
     n = 16
-    barrier = threading.Barrier(n)
-    reports: list[RunReport] = []
-    errors: list[BaseException] = []
-
-    def one() -> None:
-        async def main() -> RunReport:
-            engine = make_engine(db_url, pool_size=2)
-            try:
-                async with engine.connect() as conn:  # connect before the barrier
-                    await conn.execute(sa.text("SELECT 1"))
-                barrier.wait(timeout=30)
-                return await run_decay(engine, DecayOptions())
-            finally:
-                await engine.dispose()
-        try:
-            reports.append(asyncio.run(main()))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=90)
-    assert not errors, errors
-    assert len(reports) == n
+    reports = run_simultaneously(db_url, n, lambda engine: run_decay(engine, DecayOptions()),
+                                 pool_size=2)
     completed = [r for r in reports if r.status is RunStatus.COMPLETED]
     assert len(completed) == 1
     assert completed[0].counts["users_decayed"] == 2000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -17,10 +16,17 @@ from pipelines_for_tests import (
     with_hanging_stage,
 )
 from sqlalchemy.engine import URL
-from support import LOG_TABLE, add_conversations, execute, rows, run_async, scalar
+from support import (
+    LOG_TABLE,
+    add_conversations,
+    execute,
+    rows,
+    run_async,
+    run_simultaneously,
+    scalar,
+)
 
 from crontask_contract.report import RunReport
-from crontask_jobs.db import make_engine
 from crontask_jobs.pipeline import Stage, StageContext
 from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages
 from crontask_jobs.tasks.process import ProcessOptions, run_process
@@ -201,31 +207,9 @@ def test_recovered_meanwhile_is_not_overwritten(db_url: URL, sql: sa.Engine) -> 
 def test_two_concurrent_runs_process_each_conversation_once(db_url: URL,
                                                             sql: sa.Engine) -> None:
     add_conversations(sql, 100, idle_minutes=20, messages=0)
-    barrier = threading.Barrier(2)
-    reports: list[RunReport] = []
-    errors: list[BaseException] = []
-
-    def one() -> None:
-        async def main() -> RunReport:
-            engine = make_engine(db_url, pool_size=12)
-            try:
-                async with engine.connect() as conn:
-                    await conn.execute(sa.text("SELECT 1"))
-                barrier.wait(timeout=30)
-                return await run_process(engine, ProcessOptions(batch_size=60), recording())
-            finally:
-                await engine.dispose()
-        try:
-            reports.append(asyncio.run(main()))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=90)
-    assert not errors, errors
+    reports = run_simultaneously(
+        db_url, 2, lambda engine: run_process(engine, ProcessOptions(batch_size=60), recording()),
+        pool_size=12)
     assert sorted(r.counts["claimed"] for r in reports) == [40, 60]
     assert sum(r.counts["processed"] for r in reports) == 100
     assert scalar(sql, "SELECT count(*) FROM processed_log") == 100

@@ -17,23 +17,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.kube import cluster_skip_reason, get, helm, kubectl, wait_for
+from tests.kube import get, helm, kubectl, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "crontask"
 SEED_SQL = (REPO / "hack" / "demo-seed.sql").read_text()
 RELEASE = "crontask"
 DB_SECRET = "crontask-database"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = pathlib.Path(__file__).parent
-    reason = cluster_skip_reason()
-    for item in items:
-        if pathlib.Path(str(item.fspath)).is_relative_to(here):
-            item.add_marker(pytest.mark.e2e)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def _dump_diagnostics(namespace: str) -> None:
