@@ -210,7 +210,11 @@ def test_two_concurrent_runs_process_each_conversation_once(db_url: URL,
     reports = run_simultaneously(
         db_url, 2, lambda engine: run_process(engine, ProcessOptions(batch_size=60), recording()),
         pool_size=12)
-    assert sorted(r.counts["claimed"] for r in reports) == [40, 60]
+    # SKIP LOCKED lets the two claims interleave: any split is right if none exceeds the batch
+    # size and together they take every conversation once.
+    claimed = [r.counts["claimed"] for r in reports]
+    assert max(claimed) <= 60
+    assert sum(claimed) == 100
     assert sum(r.counts["processed"] for r in reports) == 100
     assert scalar(sql, "SELECT count(*) FROM processed_log") == 100
     assert scalar(sql, "SELECT count(DISTINCT conversation_id) FROM processed_log") == 100
