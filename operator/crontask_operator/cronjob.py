@@ -8,8 +8,10 @@ back to its CronTask.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from crontask_operator import names
@@ -173,15 +175,60 @@ def build_cronjob(owner: Owner, spec: CronTaskSpec, timing: Timing,
     }
 
 
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIX: Mapping[str, Decimal] = {
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "P": Decimal("1e15"), "E": Decimal("1e18"),
+    **{f"{p}i": Decimal(1024) ** (i + 1) for i, p in enumerate("KMGTPE")},
+}
+
+
+def parse_quantity(value: object) -> Decimal | None:
+    """A Kubernetes resource quantity as a number, or None if it is not one.
+
+    The API server rewrites quantities into canonical form (``1000m`` becomes ``1``,
+    ``0.5Gi`` becomes ``512Mi``), so resources must be compared by value, or every resync
+    would see drift that is not there.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    match = _QUANTITY.match(str(value).strip())
+    if match is None:
+        return None
+    number, suffix = Decimal(match.group(1)), match.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIX[suffix]
+
+
+def _same_resources(desired: Mapping[str, Any], actual: Any) -> bool:
+    """``requests``/``limits`` maps, their quantities compared by value."""
+    def same(wanted: Any, have: Any) -> bool:
+        ours = parse_quantity(wanted)
+        return bool(wanted == have) or (ours is not None and ours == parse_quantity(have))
+
+    def same_kind(wanted: Any, have: Any) -> bool:
+        if not isinstance(wanted, Mapping):  # e.g. resources.claims, a list
+            return is_subset(wanted, have)
+        return isinstance(have, Mapping) and all(same(q, have.get(r)) for r, q in wanted.items())
+
+    return isinstance(actual, Mapping) and all(
+        same_kind(wanted, actual.get(kind)) for kind, wanted in desired.items())
+
+
 def is_subset(desired: Any, actual: Any) -> bool:
     """Whether every field we set has our value in ``actual`` (the server adds defaults).
 
-    Lists must match in length and element-wise; maps may have extra keys. This is the drift
-    test: a hand edit of any field we own shows here, a server-filled default does not.
+    Lists must match in length and element-wise; maps may have extra keys; resource quantities
+    compare by value. This is the drift test: a hand edit of any field we own shows here, a
+    server-filled default or a canonicalised quantity does not.
     """
     if isinstance(desired, Mapping):
         return isinstance(actual, Mapping) and all(
-            k in actual and is_subset(v, actual[k]) for k, v in desired.items())
+            k in actual and (_same_resources(v, actual[k]) if k == "resources"
+                             and isinstance(v, Mapping) else is_subset(v, actual[k]))
+            for k, v in desired.items())
     if isinstance(desired, list):
         return isinstance(actual, list) and len(desired) == len(actual) and all(
             is_subset(d, a) for d, a in zip(desired, actual, strict=True))

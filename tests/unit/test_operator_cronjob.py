@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from crontask_operator.cronjob import (
     build_cronjob,
     drifted,
     is_owned_by,
+    is_subset,
+    parse_quantity,
     task_args,
 )
 from crontask_operator.spec import parse_spec
@@ -136,3 +139,28 @@ def test_server_defaults_are_not_drift_but_hand_edits_are() -> None:
     pod = actual["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
     assert drifted(desired, actual)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1", "1"), ("1000m", "1"), ("250m", "0.25"), ("128Mi", "134217728"), ("0.5Gi", "536870912"),
+    ("1k", "1000"), ("1e3", "1000"), (2, "2"), (".5", "0.5")])
+def test_quantities_parse_by_value(text: str | int, value: str) -> None:
+    assert parse_quantity(text) == Decimal(value)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1Xi", "-1", None, True, "1 Mi"])
+def test_non_quantities_are_none(text: object) -> None:
+    assert parse_quantity(text) is None
+
+
+def test_canonicalised_quantities_are_not_drift() -> None:
+    desired = {"resources": {"requests": {"cpu": "1000m", "memory": "0.5Gi"},
+                             "limits": {"memory": "512Mi"}}}
+    canonical = {"resources": {"requests": {"cpu": "1", "memory": "512Mi"},
+                               "limits": {"memory": "512Mi"}}}
+    edited = {"resources": {"requests": {"cpu": "2", "memory": "512Mi"},
+                            "limits": {"memory": "512Mi"}}}
+    missing = {"resources": {"requests": {"cpu": "1"}, "limits": {"memory": "512Mi"}}}
+    assert is_subset(desired, canonical)
+    assert not is_subset(desired, edited)
+    assert not is_subset(desired, missing)
