@@ -10,12 +10,18 @@ No handler watches our own status, and no handler returns a value (Kopf would st
 status): status is written only through ``patch.status`` into fields the CRD declares. Handler
 ids are explicit: index ids are also the names of the kwargs that carry the indexes.
 
-Kopf puts its finalizer (``crontask.dev/finalizer``) on every CronTask because timers need one
-to be stopped cleanly; deleting a CronTask therefore needs a running operator (see README).
+CronTasks carry no finalizer. Kopf's ``@kopf.timer`` always asks for one (so that a timer is
+stopped before its object goes), but nothing here needs to run at deletion: the CronJob is
+garbage-collected through its owner reference, and a timer whose object is gone just stops. A
+finalizer would only make deletion depend on a running operator with its RBAC intact, which
+``helm uninstall`` breaks: it deletes the operator, its Role and the release's CronTasks at the
+same moment, and the CronTasks stayed Terminating for good. ``register`` therefore clears the
+flag on the timer, and Kopf then also removes the finalizer from objects that still carry one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,4 +144,20 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         pods = [p for j in jobs for p in crontask_pods.get((ns, j.name), ())]
         reconcile.fold(rt.ctx, body=body, patch=patch, now=now, jobs=jobs, pods=pods)
 
+    _without_finalizer(registry, "resync")
     return rt
+
+
+def _without_finalizer(registry: kopf.OperatorRegistry, handler_id: str) -> None:
+    """Let a timer run without putting Kopf's finalizer on its objects (see the module doc).
+
+    Kopf has no public switch for this (nolar/kopf#1074), so the registered handler is
+    replaced by a copy with ``requires_finalizer=False``; a unit test pins the behaviour
+    against the pinned Kopf.
+    """
+    spawning = registry._spawning
+    found = [h for h in spawning._handlers if h.id == handler_id]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one spawning handler {handler_id!r}, found {len(found)}")
+    spawning._handlers = [dataclasses.replace(h, requires_finalizer=False)
+                          if h.id == handler_id else h for h in spawning._handlers]

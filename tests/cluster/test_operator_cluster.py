@@ -63,6 +63,14 @@ def test_crontask_becomes_an_owned_hardened_cronjob(namespace: str) -> None:
     assert table.split()[:6] == ["NAME", "TASK", "SCHEDULE", "SUSPEND", "READY", "LAST"], table
     listed = kubectl("get", "all", "-n", namespace, "-o", "name").stdout.split()
     assert "crontask.crontask.dev/recover" in listed, listed
+    # No finalizer: deleting a CronTask never waits for a running operator.
+    assert not metadata_of(namespace, "recover").get("finalizers")
+
+
+def metadata_of(namespace: str, name: str) -> dict[str, Any]:
+    obj = get("crontask", name, namespace)
+    assert obj is not None
+    return dict(obj["metadata"])
 
 
 def test_spec_updates_propagate(namespace: str) -> None:

@@ -314,8 +314,11 @@ def test_deleting_a_crontask_collects_its_cronjob(applied: dict[str, dict[str, A
 
 
 def test_helm_uninstall_leaves_nothing_behind(release: str, namespace: str) -> None:
-    kubectl("delete", "ct", "--all", "-n", namespace, "--wait=true", timeout=120)
-    helm("uninstall", RELEASE, "-n", namespace, "--wait")
+    # Uninstall while CronTasks exist, as users do: the operator and its RBAC go at once, and
+    # the CronTasks must stay deletable without them (no finalizer holds them).
+    assert kubectl_json("get", "ct", "-n", namespace)["items"], "the test needs CronTasks"
+    helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
+    kubectl("delete", "ct", "--all", "-n", namespace, "--wait=true", "--timeout=30s", timeout=60)
     selector = f"app.kubernetes.io/instance={RELEASE}"
 
     def leftovers() -> list[str]:

@@ -223,6 +223,19 @@ def test_handlers_register_on_a_registry_of_their_own() -> None:
     assert len(list(registry._changing.get_all_handlers())) == 3
 
 
+def test_no_handler_puts_a_finalizer_on_crontasks() -> None:
+    """Deletion must not depend on a running operator: `helm uninstall` removes the operator
+    and its RBAC together with the release's CronTasks, which then stayed Terminating."""
+    from crontask_operator import handlers
+
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, cfg.OperatorConfig(resync_interval=5))
+    spawning = list(registry._spawning.get_all_handlers())
+    changing = list(registry._changing.get_all_handlers())
+    assert [h.id for h in spawning] == ["resync"]
+    assert [h.id for h in spawning + changing if h.requires_finalizer] == []
+
+
 def test_json_logs_survive_kopf_records() -> None:
     """Kopf's per-object records carry its settings object; the line must still be JSON."""
     import json as _json
