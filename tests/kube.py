@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import time
@@ -16,6 +17,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ARTIFACTS = pathlib.Path(os.environ.get("CRONTASK_E2E_ARTIFACTS", REPO / ".artifacts" / "e2e"))
+"""Where the cluster tiers keep diagnostics of failed tests (hack/e2e.sh sets it)."""
 
 
 def _binary(name: str) -> str:
@@ -107,3 +112,28 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60,
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def create_restricted_namespace(name: str) -> None:
+    """A namespace enforcing the restricted Pod Security Standard, so that admission itself
+    proves the security settings of every pod the test makes there."""
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest")
+
+
+def dump_namespace(namespace: str, extra: dict[str, list[str]] | None = None) -> pathlib.Path:
+    """Keep what a person looks at first after a failure: events, pod descriptions, and our
+    objects as YAML (plus any ``extra`` kubectl output), in one folder per namespace."""
+    target = ARTIFACTS / namespace
+    target.mkdir(parents=True, exist_ok=True)
+    dumps = {
+        "events.txt": ["get", "events", "-n", namespace, "--sort-by=.lastTimestamp"],
+        "pods.txt": ["describe", "pods", "-n", namespace],
+        "objects.yaml": ["get", "crontasks,cronjobs,jobs,pods", "-n", namespace, "-o", "yaml"],
+        **(extra or {}),
+    }
+    for name, args in dumps.items():
+        result = kubectl(*args, check=False)
+        (target / name).write_text(result.stdout + result.stderr)
+    return target

@@ -10,7 +10,6 @@ operator installed by the e2e suite in its own namespace is never disturbed.
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 import uuid
@@ -18,13 +17,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube import kubectl, wait_for
+from tests.kube import (
+    ARTIFACTS,
+    REPO,
+    create_restricted_namespace,
+    dump_namespace,
+    kubectl,
+    wait_for,
+)
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "charts" / "crontask" / "crds"
 NAMESPACE_PREFIX = "crontask-cluster-"
 JOBS_IMAGE = os.environ.get("CRONTASK_JOBS_IMAGE", "crontask-jobs:dev")
-ARTIFACTS = pathlib.Path(os.environ.get("CRONTASK_E2E_ARTIFACTS", REPO / ".artifacts" / "e2e"))
 
 
 @pytest.fixture(scope="package")
@@ -62,16 +66,11 @@ def operator(crd: None) -> Iterator[subprocess.Popen[bytes]]:
 def namespace(request: pytest.FixtureRequest, operator: subprocess.Popen[bytes]) -> Iterator[str]:
     """A fresh namespace per test, labelled restricted so admission checks the job pods too."""
     name = f"{NAMESPACE_PREFIX}{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    create_restricted_namespace(name)
     yield name
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
-        dump = ARTIFACTS / f"{name}.txt"
-        parts = [kubectl(*args, "-n", name, check=False).stdout for args in (
-            ("get", "crontasks,cronjobs,jobs,pods", "-o", "yaml"),
-            ("get", "events", "--sort-by=.lastTimestamp"))]
-        dump.write_text("\n---\n".join(parts))
+        dump = dump_namespace(name)
         print(f"\ndiagnostics kept in {dump}; operator log in {ARTIFACTS}/cluster-operator.log")
     kubectl("delete", "namespace", name, "--wait=false", check=False)
     assert operator.poll() is None, "the operator must not crash on anything a test did"

@@ -9,7 +9,6 @@ that admission itself proves the operator's and the job pods' security settings.
 from __future__ import annotations
 
 import os
-import pathlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,43 +16,34 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.kube import get, helm, kubectl, wait_for
+from tests.kube import (
+    REPO,
+    create_restricted_namespace,
+    dump_namespace,
+    get,
+    helm,
+    kubectl,
+    wait_for,
+)
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "crontask"
 SEED_SQL = (REPO / "hack" / "demo-seed.sql").read_text()
 RELEASE = "crontask"
 DB_SECRET = "crontask-database"
 
 
-def _dump_diagnostics(namespace: str) -> None:
-    """On failure, keep what a person would look at first: operator logs, events, pods."""
-    target = pathlib.Path(os.environ.get("CRONTASK_E2E_ARTIFACTS", REPO / ".artifacts" / "e2e"))
-    target.mkdir(parents=True, exist_ok=True)
-    dumps = {
-        "operator.log": ["logs", "-n", namespace, "-l", "app.kubernetes.io/component=operator",
-                         "--tail=-1", "--all-containers", "--prefix"],
-        "events.txt": ["get", "events", "-n", namespace, "--sort-by=.lastTimestamp"],
-        "pods.txt": ["describe", "pods", "-n", namespace],
-        "crontasks.yaml": ["get", "crontasks", "-n", namespace, "-o", "yaml"],
-        "jobs.yaml": ["get", "jobs,cronjobs", "-n", namespace, "-o", "yaml"],
-    }
-    for name, args in dumps.items():
-        result = kubectl(*args, check=False)
-        (target / name).write_text(result.stdout + result.stderr)
-    print(f"\ne2e diagnostics for namespace {namespace} kept in {target}")
-    print((target / "operator.log").read_text()[-6000:])
-
-
 @pytest.fixture(scope="session")
 def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"crontask-e2e-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
-    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted",
-            "pod-security.kubernetes.io/enforce-version=latest")
+    create_restricted_namespace(name)
     yield name
     if request.session.testsfailed:
-        _dump_diagnostics(name)
+        # The operator runs in the cluster here: its log is the first thing to read.
+        target = dump_namespace(name, {"operator.log": [
+            "logs", "-n", name, "-l", "app.kubernetes.io/component=operator", "--tail=-1",
+            "--all-containers", "--prefix"]})
+        print(f"\ne2e diagnostics for namespace {name} kept in {target}")
+        print((target / "operator.log").read_text()[-6000:])
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
