@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 import naive  # noqa: E402
 
-from crontask_jobs.db import make_engine  # noqa: E402
+from crontask_jobs.db import open_engine  # noqa: E402
 from crontask_jobs.migrate import upgrade  # noqa: E402
 from crontask_jobs.pipeline import Stage, StageContext  # noqa: E402
 from crontask_jobs.tasks.decay import DecayOptions, run_decay  # noqa: E402
@@ -84,11 +84,8 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def run_async(url: URL, fn: Callable[[Any], Any], pool: int = 12) -> Any:
     async def main() -> Any:
-        engine = make_engine(url, pool_size=pool)
-        try:
+        async with open_engine(url, pool_size=pool) as engine:
             return await fn(engine)
-        finally:
-            await engine.dispose()
     return asyncio.run(main())
 
 

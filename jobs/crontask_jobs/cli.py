@@ -23,8 +23,8 @@ from crontask_jobs.db import (
     DatabaseUrlError,
     describe_connection_failure,
     is_connection_failure,
-    make_engine,
     mask_url,
+    open_engine,
     scrub,
     to_sqlalchemy_url,
 )
@@ -192,19 +192,13 @@ async def _run_task(inv: Invocation, url: URL) -> RunReport:
                              f"stages: {', '.join(s.name for s in stages)}")
         options = ProcessOptions(o["idle_after"], o["batch_size"], o["max_concurrent_pipelines"],
                                  o["max_in_flight"], overrides, default)
-        engine = make_engine(url, pool_size=options.max_concurrent_pipelines + 2)
-        try:
+        async with open_engine(url, pool_size=options.max_concurrent_pipelines + 2) as engine:
             return await run_process(engine, options, stages)
-        finally:
-            await engine.dispose()
-    engine = make_engine(url)
-    try:
+    async with open_engine(url) as engine:
         if inv.task == "recover":
             return await run_recover(engine, RecoverOptions(o["stale_after"],
                                                             o["abandoned_after"]))
         return await run_decay(engine, DecayOptions(o["window"], o["max_decay_per_run"]))
-    finally:
-        await engine.dispose()
 
 
 def _migrate(url: URL) -> RunReport:

@@ -7,6 +7,8 @@ so every message that could contain the URL goes through `mask_url` / `scrub`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Final
 
 import sqlalchemy as sa
@@ -62,6 +64,16 @@ def make_engine(url: URL, *, pool_size: int = 5,
         pool_pre_ping=False,
         connect_args={"application_name": application_name, "connect_timeout": 10},
     )
+
+
+@asynccontextmanager
+async def open_engine(url: URL, *, pool_size: int = 5) -> AsyncIterator[AsyncEngine]:
+    """An engine for one run, its connections closed however the run ends."""
+    engine = make_engine(url, pool_size=pool_size)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def make_sync_engine(url: URL) -> sa.Engine:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crontask_jobs.db import make_engine
+from crontask_jobs.db import open_engine
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
@@ -25,11 +25,8 @@ REPO = HERE.parents[1]
 
 def run_async(url: URL, fn: Callable[[AsyncEngine], Awaitable[T]], pool_size: int = 12) -> T:
     async def main() -> T:
-        engine = make_engine(url, pool_size=pool_size)
-        try:
+        async with open_engine(url, pool_size=pool_size) as engine:
             return await fn(engine)
-        finally:
-            await engine.dispose()
 
     return asyncio.run(main())
 
@@ -44,14 +41,11 @@ def run_simultaneously(url: URL, n: int, fn: Callable[[AsyncEngine], Awaitable[T
     errors: list[BaseException] = []
 
     async def one_run() -> T:
-        engine = make_engine(url, pool_size=pool_size)
-        try:
+        async with open_engine(url, pool_size=pool_size) as engine:
             async with engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
             barrier.wait(timeout=30)
             return await fn(engine)
-        finally:
-            await engine.dispose()
 
     def thread_main() -> None:
         try:
