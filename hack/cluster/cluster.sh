@@ -38,7 +38,7 @@
 #   kubeadm pairs 1.34 with etcd 3.6.x; 3.6.16 is the newest 3.6 patch at pinning time.
 # - helm v3.19.5: newest 3.x built against k8s 0.34 libraries (3.20+ moved to 0.35+),
 #   builds with go 1.26.
-# - cgroupDriver cgroupfs: PID 1 is not systemd. Pods live under cgroupRoot /crontask
+# - cgroupDriver cgroupfs: PID 1 is not systemd. Pods live under cgroupRoot /$NETNS (/crontask)
 #   in every v1 hierarchy, so cleanup touches only our cgroups.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -57,8 +57,10 @@ SERVICE_CIDR="${CRONTASK_SERVICE_CIDR:-10.201.0.0/24}"
 KUBERNETES_SVC_IP="${SERVICE_CIDR%.*}.1"
 PG_PORT=5432
 PAUSE_IMAGE="${CRONTASK_PAUSE_IMAGE:-localhost/crontask-pause:3.10.1}"
-CNI_NETWORK=crontask-pods
-CGROUP_ROOT=crontask
+# Derived from the netns name, so that clusters with different CRONTASK_NETNS and
+# CRONTASK_CLUSTER_STATE can run side by side without touching each other's pods.
+CNI_NETWORK="${NETNS}-pods"
+CGROUP_ROOT="${NETNS}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 # CRONTASK_RUNC: OCI runtime binary for containerd (default runc; e.g. a debug wrapper)
 START_TIMEOUT="${CRONTASK_START_TIMEOUT:-120}"
