@@ -32,7 +32,8 @@ def test_first_call_processes_normally(db_url: URL, sql: sa.Engine) -> None:
     uid = add_user(sql, chapter=1, score=50, inactive_hours=10)  # 2 h past ch1's 8 h grace
     report = decay(db_url)
     assert report.status is RunStatus.COMPLETED
-    assert report.counts == {"users_decayed": 1, "game_over": 0, "points_decayed": 2}
+    assert report.counts == {"users_decayed": 1, "game_over": 0, "points_decayed": 2,
+                             "skipped_locked": 0}
     score = scalar(sql, "SELECT relationship_score FROM users WHERE id = :id", {"id": uid})
     assert Decimal("48.39") <= score <= Decimal("48.40")
     [h] = rows(sql, "SELECT user_id, score_before, score_after, reason, execution_id"

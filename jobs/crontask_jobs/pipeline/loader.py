@@ -8,11 +8,14 @@ one, validated here so a bad plugin is a configuration error (exit 2), not a fai
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Final
 
+from crontask_contract.durations import format_duration
 from crontask_jobs.pipeline.stage import Stage
+from crontask_jobs.session import MAX_TIMEOUT
 
 ENTRY_POINT_GROUP: Final = "crontask.pipeline"
 DEFAULT_PIPELINE: Final = "default"
@@ -51,6 +54,11 @@ def validate(stages: Any, spec: str) -> list[Stage]:
             raise PipelineError(f"pipeline {spec!r}: {stage!r} is not a Stage")
         if stage.name in names:
             raise PipelineError(f"pipeline {spec!r}: stage name {stage.name!r} is repeated")
+        timeout = stage.timeout
+        if timeout is not None and not (
+                isinstance(timeout, timedelta) and timedelta(0) < timeout <= MAX_TIMEOUT):
+            raise PipelineError(f"pipeline {spec!r}: stage {stage.name!r} has a timeout that is "
+                                f"not between 0 and {format_duration(MAX_TIMEOUT)}")
         names.add(stage.name)
     return list(stages)
 
