@@ -10,6 +10,7 @@ context untouched whatever the credential's length.
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import quote
 
 import pytest
@@ -108,10 +109,8 @@ def test_malformed_urls_are_refused_without_quoting_them(url: str, message: str 
 
 @given(st.text(max_size=120))
 def test_parse_never_raises_anything_else(text: str) -> None:
-    try:
+    with contextlib.suppress(DatabaseUrlError):
         parse_database_url(text)
-    except DatabaseUrlError:
-        pass
 
 
 @given(st.text(st.sampled_from("postgresql:/@?&=%[],:.abc01"), max_size=60))

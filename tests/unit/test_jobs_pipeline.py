@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import pytest
 
+from crontask_jobs.faults import Fault
 from crontask_jobs.pipeline import Stage, StageContext, StageError
 from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages, summarise_transcript
-from crontask_jobs.faults import Fault
 from crontask_jobs.pipeline.engine import ConversationOutcome, resolve_timeouts
 from crontask_jobs.pipeline.loader import PipelineError, load_pipeline
 from crontask_jobs.pipeline.stats import StageResult, fold_errors, fold_timings

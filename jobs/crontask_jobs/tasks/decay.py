@@ -78,35 +78,36 @@ WITH page AS (
      LIMIT :chunk
 ),
 locked AS (
-    SELECT u.id, u.relationship_score, u.last_interaction_at, u.last_decayed_at
+    SELECT u.ctid AS row_id, u.id, u.relationship_score, u.last_interaction_at,
+           u.last_decayed_at
       FROM users AS u
-      JOIN page ON page.id = u.id
-     WHERE u.game_status = 'active'
+     WHERE u.id = ANY (ARRAY(SELECT id FROM page))
+       AND u.game_status = 'active'
        AND u.chapter = :chapter
        AND u.relationship_score > 0
        AND u.last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
        FOR UPDATE OF u SKIP LOCKED
 ),
 timed AS (
-    SELECT id, relationship_score AS score_before, relationship_score * 100 AS score_cents,
+    SELECT row_id, id, relationship_score AS score_before, relationship_score * 100 AS score_cents,
            GREATEST(last_interaction_at + make_interval(secs => :grace_s),
                     COALESCE(last_decayed_at, '-infinity')) AS start
       FROM locked
 ),
 due AS (
-    SELECT id, score_before, score_cents, start,
+    SELECT row_id, id, score_before, score_cents, start,
            div(CAST(:rate AS numeric) * (EXTRACT(EPOCH FROM CAST(:now AS timestamptz))
                                          - EXTRACT(EPOCH FROM start)), 36) AS due_cents
       FROM timed
      WHERE start < CAST(:now AS timestamptz)
 ),
 charged AS (
-    SELECT id, score_before, score_cents, start, due_cents,
+    SELECT row_id, id, score_before, score_cents, start, due_cents,
            LEAST(due_cents, CAST(:cap_cents AS numeric), score_cents) AS cents
       FROM due
 ),
 outcome AS (
-    SELECT id, score_before,
+    SELECT row_id, id, score_before,
            CAST((score_cents - cents) / 100 AS numeric(5, 2)) AS score_after,
            CASE WHEN cents = score_cents OR due_cents > CAST(:cap_cents AS numeric)
                 THEN CAST(:now AS timestamptz)
@@ -123,7 +124,8 @@ changed AS (
            updated_at = now(),
            game_status = CASE WHEN o.score_after = 0 THEN 'game_over' ELSE u.game_status END
       FROM outcome AS o
-     WHERE u.id = o.id
+     WHERE u.ctid = o.row_id  -- the version locked above: found without an index lookup
+       AND u.id = o.id
     RETURNING u.id, o.score_before, o.score_after
 ),
 history AS (
