@@ -5,13 +5,15 @@ and the pipeline goes on; a critical one rolls the whole transaction back, so a 
 ends either `processed` with every surviving stage's writes or `failed` with none.
 
 A stage's time limit is enforced without breaking the connection. The stage runs as its own
-task; inside its savepoint the server's `statement_timeout` and `lock_timeout` are set to the
-stage's limit, and when the limit passes while a statement is running, the statement is
-cancelled *on the server* (a cancel request), so the stage sees an ordinary error, the savepoint
-rolls back and the pipeline goes on. (Cancelling the asyncio task mid-statement instead would
-make SQLAlchemy discard the connection and, with it, every other stage's writes.) Only a stage
-that ignores the cancel and keeps running past a short grace is cancelled as a task; if that
-costs the connection, the conversation fails with that reason.
+task, and when its limit passes while a statement is running, the statement is cancelled *on
+the server* (a cancel request), so the stage sees an ordinary error, the savepoint rolls back
+and the pipeline goes on. (Cancelling the asyncio task mid-statement instead would make
+SQLAlchemy discard the connection and, with it, every other stage's writes.) A stage waiting
+on anything else is cancelled as a task at once; one that ignores the server's cancel and
+keeps running past a short grace is cancelled as a task too, and if that costs the
+connection, the conversation fails with that reason. Inside the stage's savepoint the server's
+`statement_timeout` and `lock_timeout` are the limit plus the grace: a backstop should the
+cancel request be lost, and the stage's own bound on lock waits (not the session's).
 
 The final status change is guarded by the owner token (`claimed_by` = this run's execution id
 and status still `processing`): if `recover` failed the conversation meanwhile, or another
@@ -176,7 +178,8 @@ async def _stages(conn: AsyncConnection, driver: Any, claim: Claim, stages: Sequ
     for stage in stages:
         limit_s = timeouts[stage.name]
         savepoint = await conn.begin_nested()
-        await conn.execute(SET_STAGE_LIMITS, {"ms": milliseconds(timedelta(seconds=limit_s))})
+        await conn.execute(SET_STAGE_LIMITS, {"ms": milliseconds(
+            timedelta(seconds=limit_s + CANCEL_GRACE_SECONDS))})
         result, exc = await _run_stage(stage, ctx, limit_s, driver)
         out.results.append(result)
         if result.error is None:

@@ -13,8 +13,8 @@ chunk of at most `chunk_size` users, each its own short transaction, walking one
 time along the index `users_decay_keyset_idx (chapter, last_interaction_at, id) WHERE
 game_status = 'active'` (keyset pagination: no OFFSET, no row set held in Python). No user row
 is locked longer than one chunk, whatever the table size, so a pipeline's `touch_user` waits
-at most that long. A user locked by someone else is skipped (`FOR UPDATE SKIP LOCKED`) and
-counted in `skipped_locked`: decay is measured from each user's own clock, so the next run
+at most that long. A user locked by someone else is skipped (`FOR NO KEY UPDATE SKIP LOCKED`)
+and counted in `skipped_locked`: decay is measured from each user's own clock, so the next run
 charges exactly the time this one did not, and a run that dies midway loses nothing either
 (the next one decays the rest, and the users it already did have nothing left to charge).
 Every chunk uses the same instant (`now` of the run's first statement), so the run means one
@@ -65,6 +65,8 @@ class DecayOptions:
 # ends); `locked` takes the rows of the page that still qualify, skipping (not waiting for)
 # rows another session holds: lock policy SKIP LOCKED, because a locked user is being touched
 # by a pipeline, and elapsed-time decay makes skipping exact (the next run charges it all).
+# NO KEY UPDATE, not UPDATE: decay changes no key, and the weaker lock does not block the
+# foreign-key checks (KEY SHARE on the user) of a pipeline changing the user's conversation.
 # The cents are rounded down and the clock moves by the time charged (decay_rules).
 DECAY_CHUNK: Final = sa.text("""
 WITH page AS (
@@ -86,7 +88,7 @@ locked AS (
        AND u.chapter = :chapter
        AND u.relationship_score > 0
        AND u.last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
-       FOR UPDATE OF u SKIP LOCKED
+       FOR NO KEY UPDATE OF u SKIP LOCKED
 ),
 timed AS (
     SELECT row_id, id, relationship_score AS score_before, relationship_score * 100 AS score_cents,
@@ -152,7 +154,7 @@ WITH zero AS (
     SELECT id FROM users
      WHERE game_status = 'active' AND relationship_score = 0
      LIMIT :chunk
-       FOR UPDATE SKIP LOCKED
+       FOR NO KEY UPDATE SKIP LOCKED
 ),
 ended AS (
     UPDATE users AS u

@@ -1,13 +1,13 @@
 """process (FR-003, FR-004): run idle conversations through the pipeline, a bounded batch at a time.
 
 `--max-concurrent-pipelines` workers share the run's `--batch-size`. A worker claims one
-conversation only when it is free to run it (one short transaction: `FOR UPDATE SKIP LOCKED`,
-status `processing`, this run's execution id as owner), runs it, and claims the next: no claim
-waits in a queue, so `recover` never fails a conversation whose pipeline has not started, and
-two parallel runs never take the same conversation. `--max-in-flight` caps `processing` across
-all runs and pods: each claim takes a transaction advisory lock, counts what is in flight and
-claims only below the cap. The engine's pool holds exactly one connection per worker plus one
-for the run's own bookkeeping.
+conversation only when it is free to run it (one short transaction: `FOR NO KEY UPDATE SKIP
+LOCKED`, status `processing`, this run's execution id as owner), runs it, and claims the
+next: no claim waits in a queue, so `recover` never fails a conversation whose pipeline has
+not started, and two parallel runs never take the same conversation. `--max-in-flight` caps
+`processing` across all runs and pods: each claim takes a transaction advisory lock, counts
+what is in flight and claims only below the cap. The engine's pool holds exactly one
+connection per worker plus one for the run's own bookkeeping.
 
 Faults stay with the conversation they hit. A worker that cannot connect (the server refuses,
 `max_connections` is reached) stops; the others go on. A conversation whose connection fails
@@ -75,7 +75,8 @@ class ProcessOptions:
 
 
 # Lock policy: SKIP LOCKED. A row another run is claiming (or a pipeline holds) is simply not
-# ours to take; the next row will do, and the skipped one stays eligible.
+# ours to take; the next row will do, and the skipped one stays eligible. NO KEY UPDATE (no key
+# changes) leaves foreign-key checks alone: a message being added to it is not blocked.
 CLAIM_ONE: Final = sa.text("""
 WITH picked AS (
     SELECT id
@@ -84,7 +85,7 @@ WITH picked AS (
        AND last_message_at < now() - :idle_after
      ORDER BY last_message_at
      LIMIT 1
-       FOR UPDATE SKIP LOCKED
+       FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE conversations AS c
    SET status = 'processing',

@@ -7,8 +7,10 @@ closed in the same transaction as the recovery, so the record and the change agr
 No statement here waits for another session's row lock. A conversation whose row is locked
 is being written by a live pipeline (or a frozen one: its session is ended by the server's
 idle_in_transaction_session_timeout, which releases the lock), so recover skips it
-(`FOR UPDATE SKIP LOCKED`), counts it as `skipped_locked`, and the next run takes it if it is
-still stuck. Everything else is recovered at once, whatever one frozen pod holds.
+(`FOR NO KEY UPDATE SKIP LOCKED`), counts it as `skipped_locked`, and the next run takes it if
+it is still stuck. Everything else is recovered at once, whatever one frozen pod holds. The
+lock is NO KEY UPDATE, the strongest recover needs (no key changes), so it never blocks the
+foreign-key check (KEY SHARE) of a message being added to the conversation.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ WITH stuck AS (
       FROM conversations
      WHERE status = 'processing'
        AND updated_at < now() - :stale_after
-       FOR UPDATE SKIP LOCKED
+       FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE conversations AS c
    SET status = 'failed',
@@ -76,7 +78,7 @@ WITH abandoned AS (
      WHERE status = 'running'
        AND started_at < now() - :abandoned_after
        AND id <> :self
-       FOR UPDATE SKIP LOCKED
+       FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE job_executions AS j
    SET status = 'failed',
