@@ -85,7 +85,7 @@ def limits_for_process(stage_timeouts: Iterable[float]) -> SessionLimits:
     to the stage's timeout: the idle limit must exceed the longest one."""
     longest = max(stage_timeouts, default=0.0)
     idle = min(timedelta(seconds=longest) + STAGE_IDLE_MARGIN, MAX_TIMEOUT)
-    return SessionLimits(idle_in_transaction_timeout=max(idle, IDLE_IN_TRANSACTION_TIMEOUT))
+    return SessionLimits(idle_in_transaction_timeout=idle)
 
 
 def client_keywords(task: str, given: dict[str, str]) -> dict[str, str]:

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crontask_contract.durations import format_duration
 from crontask_jobs.faults import Fault, classify
-from crontask_jobs.messages import describe, safe_text
+from crontask_jobs.messages import safe_text
 from crontask_jobs.pipeline.stage import Stage, StageContext, StageError
 from crontask_jobs.pipeline.stats import StageResult
 from crontask_jobs.session import milliseconds
@@ -120,8 +120,7 @@ def _stage_message(exc: BaseException) -> str:
     fault = classify(exc)
     if fault.reason != "error":
         return safe_text(f"{fault.reason}: {fault.message}")
-    first = describe(exc).strip().splitlines()[0] if describe(exc).strip() else ""
-    return safe_text(first) or type(exc).__name__
+    return fault.message or type(exc).__name__
 
 
 async def _cancel_on_server(driver: Any) -> bool:

@@ -260,6 +260,9 @@ async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
 
     async def settle(conn: AsyncConnection) -> RunReport:
         async with conn.begin():
+            # Counted before the settlement, which makes the handed-back eligible again.
+            deferred = (await conn.execute(COUNT_ELIGIBLE,
+                                           {"idle_after": run.options.idle_after})).scalar_one()
             settled = dict((await conn.execute(SETTLE_UNRESOLVED, {
                 "ids": [o.conversation_id for o in unresolved],
                 "intents": [o.intent for o in unresolved],
@@ -269,8 +272,6 @@ async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
             finals = {r.id: r for r in (await conn.execute(
                 FINAL_STATES, {"ids": [o.conversation_id for o in unresolved]})).all()}
             outcomes = [_settled(o, settled, finals, execution_id) for o in run.outcomes]
-            deferred = (await conn.execute(COUNT_ELIGIBLE,
-                                           {"idle_after": run.options.idle_after})).scalar_one()
             if leftovers:
                 log.warning("process: %d claim(s) of unknown fate handed back", len(leftovers))
             report = _report(run, execution_id, started, outcomes, int(deferred), reason,
