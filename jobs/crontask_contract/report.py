@@ -67,10 +67,6 @@ class StageTiming:
     total_ms: float
     max_ms: float
 
-    @property
-    def mean_ms(self) -> float:
-        return self.total_ms / self.count if self.count else 0.0
-
 
 @dataclass(frozen=True)
 class RunReport:

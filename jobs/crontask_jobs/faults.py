@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import psycopg
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 
 from crontask_jobs.db import ConnectFailed
 from crontask_jobs.messages import describe, safe_text
@@ -117,7 +117,6 @@ def classify(exc: BaseException) -> Fault:
 
 
 def _generic_message(exc: BaseException) -> str:
+    """`Type: message`, without the SQL and parameters SQLAlchemy appends to its messages."""
     text = _SQLALCHEMY_NOISE.sub("", describe(exc)).strip()
-    if isinstance(exc, SQLAlchemyError) or not text:
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

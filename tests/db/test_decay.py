@@ -98,6 +98,18 @@ def test_grace_period_and_floor(db_url: URL, sql: sa.Engine) -> None:
     assert decay(db_url).counts["users_decayed"] == 0
 
 
+def test_an_active_user_at_zero_is_game_over(db_url: URL, sql: sa.Engine) -> None:
+    """Whatever the grace: a score of 0 on an active user ends the game (another writer left
+    it so; decay itself ends the game when it reaches 0)."""
+    in_grace = add_user(sql, chapter=3, score=0, inactive_hours=1)
+    past_grace = add_user(sql, chapter=1, score=0, inactive_hours=30)
+    report = decay(db_url)
+    assert report.counts["game_over"] == 2
+    got = dict(rows(sql, "SELECT id, game_status FROM users"))
+    assert (got[in_grace], got[past_grace]) == ("game_over", "game_over")
+    assert scalar(sql, "SELECT count(*) FROM score_history") == 0  # no score changed
+
+
 def test_cap_per_run(db_url: URL, sql: sa.Engine) -> None:
     uid = add_user(sql, chapter=1, score=90, inactive_hours=200)
     decay(db_url, max_decay_per_run=Decimal("3"))

@@ -99,6 +99,25 @@ def test_semaphore_bounds_concurrency(db_url: URL, sql: sa.Engine) -> None:
 
 
 @pytest.mark.usefixtures("log_table")
+def test_no_claim_waits_for_a_free_pipeline(db_url: URL, sql: sa.Engine) -> None:
+    """A conversation is claimed when a pipeline is free to run it, so at no moment is one
+    `processing` without a pipeline working on it (recover could fail it otherwise)."""
+    add_conversations(sql, 12, idle_minutes=20, messages=0)
+    seen: list[int] = []
+
+    async def observe(ctx: StageContext) -> None:
+        seen.append(await asyncio.to_thread(
+            scalar, sql, "SELECT count(*) FROM conversations WHERE status = 'processing'"))
+        await asyncio.sleep(0.05)
+
+    report = process(db_url, [Stage("observe", observe)], batch_size=12,
+                     max_concurrent_pipelines=3)
+    assert report.counts["processed"] == 12
+    assert len(seen) == 12
+    assert max(seen) <= 3
+
+
+@pytest.mark.usefixtures("log_table")
 def test_failing_stage_is_recorded_with_its_timing(db_url: URL, sql: sa.Engine) -> None:
     add_conversations(sql, 4, idle_minutes=20)
     report = process(db_url, with_failing_stage())
