@@ -63,3 +63,4 @@ def configure(level: int, fmt: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # warnings too are masked and go to stderr as records

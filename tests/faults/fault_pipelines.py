@@ -95,3 +95,12 @@ def slow_sql() -> list[Stage]:
 
 def default_with_log() -> list[Stage]:
     return [*default_stages(), Stage("after", after)]
+
+
+async def long_outside(ctx: StageContext) -> None:
+    await log_stage(ctx, "long")
+    await asyncio.sleep(30)
+
+
+def long_work() -> list[Stage]:
+    return [Stage("long", long_outside, timeout=timedelta(seconds=60))]

@@ -170,3 +170,29 @@ def test_a_stage_that_ignores_the_cancel_loses_its_conversation_only(
         "stage stubborn: timed out after 0.3s (the stage did not stop, so its connection was"
         " closed)"}
     no_stranded_work(sql)
+
+
+def test_sigterm_settles_the_claims_and_closes_the_run(url: str, sql: sa.Engine) -> None:
+    """What Kubernetes does at activeDeadlineSeconds or when the pod is deleted."""
+    create_log_table(sql)
+    add_conversations(sql, 3, idle_minutes=30)
+    proc = popen(["process", "--pipeline", "fault_pipelines:long_work"], url)
+    try:
+        wait_until(lambda: scalar(sql, "SELECT count(*) FROM conversations"
+                                       " WHERE status = 'processing'") == 3,
+                   "the run to claim its conversations")
+        proc.send_signal(signal.SIGTERM)
+        code, out, err = finish(proc, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1, err
+    report = report_of(out)
+    assert (report["status"], report["reason"]) == ("failed", "terminated")
+    assert report["counts"]["handed_back"] == 3
+    got = rows(sql, "SELECT status, failure_reason FROM conversations")
+    assert {(r.status, r.failure_reason) for r in got} == {
+        ("active", "handed back: the run was terminated while it worked on it")}
+    assert scalar(sql, "SELECT count(*) FROM processed_log") == 0
+    assert scalar(sql, "SELECT status FROM job_executions") == "failed"
+    no_stranded_work(sql)

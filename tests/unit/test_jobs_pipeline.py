@@ -34,6 +34,14 @@ def negative_timeout() -> list[Stage]:
     return [Stage("a", nothing, timeout=timedelta(seconds=-1))]
 
 
+def long_name() -> list[Stage]:
+    return [Stage("x" * 65, nothing)]
+
+
+def newline_name() -> list[Stage]:
+    return [Stage("a\nb", nothing)]
+
+
 def month_timeout() -> list[Stage]:
     return [Stage("a", nothing, timeout=timedelta(days=30))]
 
@@ -59,6 +67,8 @@ def test_module_callable_spec() -> None:
     (f"{__name__}:zero_timeout", "timeout that is not between"),
     (f"{__name__}:negative_timeout", "timeout that is not between"),
     (f"{__name__}:month_timeout", "timeout that is not between"),
+    (f"{__name__}:long_name", "1 to 64 letters"),
+    (f"{__name__}:newline_name", "1 to 64 letters"),
 ])
 def test_bad_pipelines_are_configuration_errors(spec: str, message: str) -> None:
     with pytest.raises(PipelineError, match=message):

@@ -125,11 +125,12 @@ RETURNING c.id, c.status
 """)
 SETTLE_LEFTOVERS: Final = sa.text("""
 UPDATE conversations
-   SET status = 'active', updated_at = now(),
-       failure_reason = 'handed back: the run could not tell whether its claim had committed'
+   SET status = 'active', updated_at = now(), failure_reason = :reason
  WHERE status = 'processing' AND claimed_by = :owner
 RETURNING id, status
 """)
+LEFTOVER_REASON: Final = "handed back: the run could not tell whether its claim had committed"
+TERMINATED_REASON: Final = "handed back: the run was terminated while it worked on it"
 FINAL_STATES: Final = sa.text(
     "SELECT id, status, claimed_by FROM conversations WHERE id = ANY(CAST(:ids AS uuid[]))")
 
@@ -268,12 +269,15 @@ async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
                 "intents": [o.intent for o in unresolved],
                 "reasons": [o.failure or "" for o in unresolved],
                 "owner": execution_id, "max_attempts": MAX_ATTEMPTS})).tuples().all())
-            leftovers = (await conn.execute(SETTLE_LEFTOVERS, {"owner": execution_id})).all()
+            leftovers = (await conn.execute(SETTLE_LEFTOVERS, {
+                "owner": execution_id,
+                "reason": TERMINATED_REASON if terminated else LEFTOVER_REASON})).all()
             finals = {r.id: r for r in (await conn.execute(
                 FINAL_STATES, {"ids": [o.conversation_id for o in unresolved]})).all()}
             outcomes = [_settled(o, settled, finals, execution_id) for o in run.outcomes]
             if leftovers:
-                log.warning("process: %d claim(s) of unknown fate handed back", len(leftovers))
+                log.warning("process: %d claim(s) handed back (%s)", len(leftovers),
+                            "terminated" if terminated else "of unknown fate")
             report = _report(run, execution_id, started, outcomes, int(deferred), reason,
                              error, handed_back_extra=len(leftovers))
             await JobExecutionRepository(conn).finish(

@@ -15,6 +15,7 @@ foreign-key check (KEY SHARE) of a message being added to the conversation.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from crontask_contract.report import RunReport, RunStatus
 from crontask_jobs.db import connection
 from crontask_jobs.faults import Fault
 from crontask_jobs.repositories import JobExecutionRepository
-from crontask_jobs.tasks.common import execution_result, retrying, utc_now
+from crontask_jobs.tasks.common import TERMINATED, execution_result, retrying, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,10 @@ async def run_recover(engine: AsyncEngine, options: RecoverOptions) -> RunReport
         async with conn.begin():
             return await _recover(conn, options, execution_id, started)
 
-    outcome = await retrying(engine, work, budget_s=0)
+    try:
+        outcome = await retrying(engine, work, budget_s=0)
+    except asyncio.CancelledError:  # SIGTERM: the recovery in flight is rolled back
+        outcome = Fault(TERMINATED, "the run was terminated (SIGTERM); nothing was recovered")
     if isinstance(outcome, RunReport):
         return outcome
     return await _failed(engine, execution_id, started, outcome)
