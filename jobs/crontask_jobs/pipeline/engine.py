@@ -135,17 +135,31 @@ async def _cancel_on_server(driver: Any) -> bool:
     return True
 
 
-async def _run_stage(stage: Stage, ctx: StageContext, limit_s: float,
-                     driver: Any) -> tuple[StageResult, BaseException | None]:
+@dataclass(frozen=True)
+class _StageRun:
+    result: StageResult
+    error: BaseException | None = None
+    runaway: bool = False
+    """The stage ignored even the cancellation of its task: its connection cannot be trusted."""
+
+
+async def _stop(task: asyncio.Future[Any]) -> bool:
+    """Cancel the stage's task; False if it refuses to end within the grace."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+    return bool(done)
+
+
+async def _run_stage(stage: Stage, ctx: StageContext, limit_s: float, driver: Any) -> _StageRun:
     t0 = time.perf_counter()
     try:
         started = stage.run(ctx)
         if not inspect.isawaitable(started):
             raise TypeError(f"stage {stage.name!r} is not an async function")
     except Exception as not_started:
-        return StageResult(stage.name, 0.0, _stage_message(not_started)), not_started
+        return _StageRun(StageResult(stage.name, 0.0, _stage_message(not_started)), not_started)
     task = asyncio.ensure_future(started)
-    timed_out = False
+    timed_out = runaway = False
     try:
         done, _ = await asyncio.wait({task}, timeout=limit_s)
         if not done:
@@ -153,20 +167,19 @@ async def _run_stage(stage: Stage, ctx: StageContext, limit_s: float,
             if await _cancel_on_server(driver):
                 done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
             if not done:
-                task.cancel()
-                await asyncio.wait({task})
+                runaway = not await _stop(task)
     except asyncio.CancelledError:
-        task.cancel()
-        await asyncio.wait({task})
+        await _stop(task)
         raise
     elapsed_ms = (time.perf_counter() - t0) * 1000
-    exc = None if task.cancelled() else task.exception()
+    exc = None if not task.done() or task.cancelled() else task.exception()
     if timed_out:
         limit = format_duration(timedelta(seconds=limit_s))
-        return StageResult(stage.name, elapsed_ms, f"timed out after {limit}"), exc
+        return _StageRun(StageResult(stage.name, elapsed_ms, f"timed out after {limit}"), exc,
+                         runaway)
     if exc is None:
-        return StageResult(stage.name, elapsed_ms), None
-    return StageResult(stage.name, elapsed_ms, _stage_message(exc)), exc
+        return _StageRun(StageResult(stage.name, elapsed_ms))
+    return _StageRun(StageResult(stage.name, elapsed_ms, _stage_message(exc)), exc)
 
 
 async def _stages(conn: AsyncConnection, driver: Any, claim: Claim, stages: Sequence[Stage],
@@ -179,13 +192,16 @@ async def _stages(conn: AsyncConnection, driver: Any, claim: Claim, stages: Sequ
         savepoint = await conn.begin_nested()
         await conn.execute(SET_STAGE_LIMITS, {"ms": milliseconds(
             timedelta(seconds=limit_s + CANCEL_GRACE_SECONDS))})
-        result, exc = await _run_stage(stage, ctx, limit_s, driver)
+        run = await _run_stage(stage, ctx, limit_s, driver)
+        result = run.result
         out.results.append(result)
         if result.error is None:
             await savepoint.commit()
             continue
-        fault = classify(exc) if exc is not None else None
+        fault = classify(run.error) if run.error is not None else None
         lost = fault if fault is not None and fault.lost_connection else None
+        if run.runaway:
+            await conn.invalidate()  # a task still holds it: nobody else may use it
         if lost is not None or conn.invalidated:
             failure = f"stage {stage.name}: {result.error}"
             if lost is None:
