@@ -161,7 +161,7 @@ class _Run:
     stages: Sequence[Stage]
     timeouts: Mapping[str, float]
     budget: int
-    claimed: int = 0
+    claimed: set[uuid.UUID] = field(default_factory=set)
     outcomes: list[ConversationOutcome] = field(default_factory=list)
     worker_faults: list[Fault] = field(default_factory=list)
     workers_finished: int = 0
@@ -176,7 +176,7 @@ class _Run:
                     if claim is None:
                         self.budget += 1
                         break
-                    self.claimed += 1
+                    self.claimed.add(claim.conversation_id)
                     self.outcomes.append(await run_conversation(
                         conn, claim, self.stages, self.timeouts, self.owner))
             except asyncio.CancelledError:
@@ -269,17 +269,20 @@ async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
                 "intents": [o.intent for o in unresolved],
                 "reasons": [o.failure or "" for o in unresolved],
                 "owner": execution_id, "max_attempts": MAX_ATTEMPTS})).tuples().all())
-            leftovers = (await conn.execute(SETTLE_LEFTOVERS, {
+            # Claims with no outcome: cut off by SIGTERM, or whose commit the run never heard of.
+            leftovers = [r.id for r in (await conn.execute(SETTLE_LEFTOVERS, {
                 "owner": execution_id,
-                "reason": TERMINATED_REASON if terminated else LEFTOVER_REASON})).all()
+                "reason": TERMINATED_REASON if terminated else LEFTOVER_REASON})).all()]
             finals = {r.id: r for r in (await conn.execute(
                 FINAL_STATES, {"ids": [o.conversation_id for o in unresolved]})).all()}
             outcomes = [_settled(o, settled, finals, execution_id) for o in run.outcomes]
             if leftovers:
                 log.warning("process: %d claim(s) handed back (%s)", len(leftovers),
                             "terminated" if terminated else "of unknown fate")
+            outcomes += [ConversationOutcome(cid, "handed_back") for cid in leftovers
+                         if cid not in {o.conversation_id for o in outcomes}]
             report = _report(run, execution_id, started, outcomes, int(deferred), reason,
-                             error, handed_back_extra=len(leftovers))
+                             error)
             await JobExecutionRepository(conn).finish(
                 execution_id, str(report.status), _result(report, outcomes), report.error)
             return report
@@ -289,7 +292,7 @@ async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
         _log_summary(settled_report)
         return settled_report
     fault = settled_report
-    stranded = sum(o.outcome == "unresolved" for o in run.outcomes)
+    stranded = len(run.claimed) - sum(o.outcome != "unresolved" for o in run.outcomes)
     report = _report(run, execution_id, started, run.outcomes, 0, reason or fault.reason,
                      safe_text(f"{error or fault.message}; the run could not settle its claims"
                                f" ({fault.reason}): recover fails what it left processing"
@@ -317,9 +320,9 @@ def _settled(o: ConversationOutcome, settled: Mapping[uuid.UUID, str],
 
 def _report(run: _Run, execution_id: uuid.UUID, started: str,
             outcomes: Sequence[ConversationOutcome], deferred: int, reason: str | None,
-            error: str | None, *, handed_back_extra: int = 0, stranded: int = 0) -> RunReport:
-    counts = build_counts(run.claimed, deferred, outcomes, len(run.worker_faults))
-    counts["handed_back"] += handed_back_extra
+            error: str | None, *, stranded: int = 0) -> RunReport:
+    claimed = len(run.claimed | {o.conversation_id for o in outcomes})
+    counts = build_counts(claimed, deferred, outcomes, len(run.worker_faults))
     if stranded:
         counts["stranded"] = stranded
     results = [r for o in outcomes for r in o.results]
