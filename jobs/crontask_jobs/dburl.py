@@ -23,7 +23,7 @@ What is accepted, beyond RFC 3986, and why:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote
 
@@ -84,12 +84,13 @@ class DatabaseTarget:
     hosts: tuple[str, ...] = ()
     ports: tuple[str, ...] = ()
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     dbname: str | None = None
-    params: tuple[tuple[str, str], ...] = ()
+    params: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     """Query parameters, decoded, one per keyword (the last one given), in first-seen order."""
-    raw_secrets: tuple[str, ...] = ()
-    """Each credential as it was spelled in the URL (encoded or not), for masking echoes."""
+    raw_secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Each credential as it was spelled in the URL (encoded or not), for masking echoes.
+    (The fields that may hold a credential are left out of the repr.)"""
 
     def keywords(self) -> dict[str, str]:
         """What the driver is given: URL parts first, query parameters over them (libpq's

@@ -11,6 +11,7 @@ context untouched whatever the credential's length.
 from __future__ import annotations
 
 import contextlib
+import re
 from urllib.parse import quote
 
 import pytest
@@ -201,3 +202,8 @@ def test_render_masks_every_secret_keyword() -> None:
     t = DatabaseTarget(user="app", password="pw", hosts=("db",), ports=("",), dbname="app",
                        params=(("sslpassword", "k"), ("sslmode", "require")))
     assert t.render() == "postgresql://app:***@db/app?sslpassword=***&sslmode=require"
+
+
+def test_the_repr_of_a_target_holds_no_credential() -> None:
+    target = parse_database_url("postgresql://app:ab@db/app?password=cd&sslpassword=ef")
+    assert not {"ab", "cd", "ef"} & set(re.findall(r"\w+", repr(target)))
