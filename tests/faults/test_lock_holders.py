@@ -128,3 +128,15 @@ def test_scores_are_whole_cents(sql: sa.Engine) -> None:
     """Guards the fixture data the decay tests compare against (numeric(5,2))."""
     seed_users(sql, 2)
     assert {r[0] for r in rows(sql, "SELECT relationship_score FROM users")} == {Decimal(80)}
+
+
+def test_process_claims_around_a_conversation_someone_holds(url: str, sql: sa.Engine) -> None:
+    ids = add_conversations(sql, 4, idle_minutes=30)
+    with holding(sql, "SELECT 1 FROM conversations WHERE id = :id FOR UPDATE", {"id": ids[0]}):
+        proc = cli(["process"], url, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    counts = report_of(proc.stdout)["counts"]
+    assert (counts["claimed"], counts["processed"], counts["deferred"]) == (3, 3, 1)
+    assert scalar(sql, "SELECT status FROM conversations WHERE id = :id",
+                  {"id": ids[0]}) == "active"
+    no_stranded_work(sql)
