@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ def server() -> Iterator[URL]:
         yield make_url(out.stdout.split()[-1]).set(drivername="postgresql+psycopg")
     finally:
         subprocess.run([script, "destroy"], env=env, check=False, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextmanager
