@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote, quote_plus
 
 from crontask_jobs.dburl import SECRET_KEYWORDS, DatabaseTarget
@@ -89,6 +89,17 @@ def masker_for(target: DatabaseTarget | None, raw_url: str | None,
         shown = target.render() if target is not None else "(DATABASE_URL)"
         whole = [(raw_url.strip(), shown)]
     return build_masker(secrets, whole)
+
+
+def mask_document(value: Any, masker: Masker) -> Any:
+    """A JSON-able document with every string in it (keys too) masked."""
+    if isinstance(value, str):
+        return masker.mask(value)
+    if isinstance(value, dict):
+        return {mask_document(k, masker): mask_document(v, masker) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_document(v, masker) for v in value]
+    return value
 
 
 _active = Masker()

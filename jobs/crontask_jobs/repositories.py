@@ -18,7 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from crontask_jobs import masking
 from crontask_jobs.messages import safe_text
+
+
+def _document(result: dict[str, Any]) -> str:
+    """A result as JSON for a jsonb column, every string in it masked."""
+    return json.dumps(masking.mask_document(result, masking.active()))
 
 
 class JobExecutionRepository:
@@ -52,7 +58,7 @@ class JobExecutionRepository:
                 "INSERT INTO job_executions (job_name, status, completed_at, result, host)"
                 " VALUES (:name, 'skipped', now(), CAST(:result AS jsonb), :host) RETURNING id"
             ),
-            {"name": job_name, "result": json.dumps(result), "host": socket.gethostname()},
+            {"name": job_name, "result": _document(result), "host": socket.gethostname()},
         )
         return uuid.UUID(str(row.scalar_one()))
 
@@ -65,6 +71,6 @@ class JobExecutionRepository:
                 " result = CAST(:result AS jsonb), error = :error"
                 " WHERE id = :id AND status = 'running'"
             ),
-            {"id": execution_id, "status": status, "result": json.dumps(result),
+            {"id": execution_id, "status": status, "result": _document(result),
              "error": None if error is None else safe_text(error)},
         )

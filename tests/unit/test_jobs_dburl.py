@@ -207,3 +207,11 @@ def test_render_masks_every_secret_keyword() -> None:
 def test_the_repr_of_a_target_holds_no_credential() -> None:
     target = parse_database_url("postgresql://app:ab@db/app?password=cd&sslpassword=ef")
     assert not {"ab", "cd", "ef"} & set(re.findall(r"\w+", repr(target)))
+
+
+def test_documents_are_masked_string_by_string() -> None:
+    masker = build_masker(["hunter2-secret"])
+    doc = {"errors": [{"message": "login hunter2-secret failed", "n": 1}],
+           "hunter2-secret": None, "ok": True}
+    assert masking.mask_document(doc, masker) == {
+        "errors": [{"message": f"login {MASK} failed", "n": 1}], MASK: None, "ok": True}
