@@ -37,12 +37,16 @@ def _apply_limits(limits: SessionLimits) -> Any:
         settings = limits.settings(version)
         calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
         values = [v for item in settings.items() for v in item]
+        # In autocommit: a session setting made in a transaction rolled back later would be
+        # undone, and a pod frozen between a BEGIN and this statement would sit idle in a
+        # transaction before its idle limit is set.
+        dbapi_connection.autocommit = True
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"SELECT {calls}", values)
+            cursor.execute(f"SELECT {calls}", values)  # the f-string joins placeholders only
         finally:
             cursor.close()
-        dbapi_connection.commit()  # a session setting made in a rolled-back transaction is undone
+            dbapi_connection.autocommit = False
 
     return on_connect
 
@@ -59,7 +63,10 @@ def make_engine(target: DatabaseTarget, *, task: str, pool_size: int,
         hide_parameters=True,
         connect_args=client_keywords(task, target.keywords()),
     )
-    event.listen(engine.sync_engine, "connect", _apply_limits(limits or SessionLimits()))
+    # First, before even the dialect's own first-connect queries: no statement of a session
+    # runs without its limits.
+    event.listen(engine.sync_engine, "connect", _apply_limits(limits or SessionLimits()),
+                 insert=True)
     return engine
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,16 @@ def popen(args: Sequence[str], database_url: str,
     return subprocess.Popen([sys.executable, "-m", "crontask_jobs", *args],
                             env=child_env(database_url, extra_env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """However a test ends: a child left running (even a stopped one) is killed, and its pipes
+    are read and closed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+    if any(pipe is not None and not pipe.closed for pipe in (proc.stdout, proc.stderr)):
+        proc.communicate(timeout=30)
 
 
 def report_of(stdout: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from faults_support import (
     execute,
     no_stranded_work,
     popen,
+    reap,
     report_of,
     rows,
     scalar,
@@ -51,6 +52,9 @@ def test_a_frozen_pipeline_holds_one_row_and_recover_takes_everything_else(
         proc.send_signal(signal.SIGSTOP)
         execute(sql, "UPDATE conversations SET updated_at = now() - interval '1 hour'"
                      " WHERE id <> :id", {"id": frozen_id})
+        wait_until(lambda: scalar(sql, "SELECT now() - updated_at > interval '1.5 seconds'"
+                                       " FROM conversations WHERE id = :id", {"id": frozen_id}),
+                   "the frozen conversation to be stuck for recover's --stale-after 1s")
         rec = cli(["recover", "--stale-after", "1s"], url, timeout=30)
         assert rec.returncode == 0, rec.stderr
         counts = report_of(rec.stdout)["counts"]
@@ -59,16 +63,19 @@ def test_a_frozen_pipeline_holds_one_row_and_recover_takes_everything_else(
                                             ":ids)", {"ids": others})} == {"failed"}
         # PostgreSQL itself ends the frozen session (idle in transaction past the longest
         # stage timeout + 10s), which releases the row; the next recover takes it.
-        wait_until(lambda: not rows(sql, FROZEN_TRANSACTIONS),
-                   "the server to end the frozen session", timeout=60)
+        try:
+            wait_until(lambda: not rows(sql, FROZEN_TRANSACTIONS),
+                       "the server to end the frozen session", timeout=60)
+        except AssertionError:
+            raise AssertionError(rows(sql, "SELECT pid, state, now() - state_change, query"
+                                           " FROM pg_stat_activity WHERE application_name"
+                                           " LIKE 'crontask%'")) from None
         rec = cli(["recover", "--stale-after", "1s"], url, timeout=30)
         assert report_of(rec.stdout)["counts"]["recovered"] == 1
         proc.send_signal(signal.SIGCONT)
         code, out, err = finish(proc)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.kill()
+        reap(proc)
     # The thawed run finds its session gone and the conversation taken over: it says so.
     assert code == 1, err
     report = report_of(out)
@@ -97,8 +104,7 @@ def test_a_terminated_backend_costs_one_conversation_not_the_run(url: str,
         assert scalar(sql, "SELECT pg_terminate_backend(:pid)", {"pid": pid})
         code, out, err = finish(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert code == 1, err
     report = report_of(out)
     assert (report["status"], report["reason"]) == ("failed", "backend_terminated")
@@ -184,8 +190,7 @@ def test_sigterm_settles_the_claims_and_closes_the_run(url: str, sql: sa.Engine)
         proc.send_signal(signal.SIGTERM)
         code, out, err = finish(proc, timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert code == 1, err
     report = report_of(out)
     assert (report["status"], report["reason"]) == ("failed", "terminated")

@@ -16,6 +16,7 @@ from faults_support import (
     execute,
     no_stranded_work,
     popen,
+    reap,
     report_of,
     rows,
     scalar,
@@ -52,8 +53,7 @@ def test_a_restart_mid_run_settles_every_claim(own_server: Server) -> None:
         own_server.start()
         out, err = proc.communicate(timeout=90)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == 1, err
     report = report_of(out)
     assert report["status"] == "failed"
@@ -148,8 +148,7 @@ def test_a_decay_cut_off_midway_is_finished_exactly_by_the_next_run(
         assert scalar(sql, "SELECT pg_terminate_backend(:pid)", {"pid": pid})
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == 1, err
     report = report_of(out)
     assert (report["status"], report["reason"]) == ("failed", "backend_terminated")
