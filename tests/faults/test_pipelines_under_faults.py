@@ -79,9 +79,13 @@ def test_a_frozen_pipeline_holds_one_row_and_recover_takes_everything_else(
     # The thawed run finds its session gone and the conversation taken over: it says so.
     assert code == 1, err
     report = report_of(out)
-    assert (report["status"], report["reason"]) == ("failed", "backend_terminated")
+    # Whether the thawed driver reads the server's FATAL before the closed socket decides which
+    # of the two it reports; both say the connection (not the work) failed.
+    assert report["status"] == "failed"
+    assert report["reason"] in ("backend_terminated", "connection_lost")
+    if report["reason"] == "backend_terminated":
+        assert "idle-in-transaction" in report["error"]
     assert report["counts"]["lost"] == 1
-    assert "idle-in-transaction" in report["error"]
     assert scalar(sql, "SELECT status FROM conversations WHERE id = :id",
                   {"id": frozen_id}) == "failed"
     no_stranded_work(sql)
