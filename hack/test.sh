@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: set-up, static checks, then the unit, database and
-# cluster (e2e) tiers in that order. Each phase prints its duration.
+# The whole test suite, from a fresh machine: set-up, static checks, then the unit, database,
+# fault and cluster (e2e) tiers in that order. Each phase prints its duration.
 #   hack/test.sh              all tiers
 #   hack/test.sh unit db      only those tiers (static checks run with any selection)
 # Environment: DATABASE_URL to use an existing PostgreSQL for the db tier (default: a throwaway
-# server the fixtures start); CRONTASK_E2E_BACKEND=local|kind|kubeconfig (see hack/cluster/).
+# server the fixtures start; the fault tier always starts, restarts and stops its own);
+# CRONTASK_E2E_BACKEND=local|kind|kubeconfig (see hack/cluster/).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 tiers=("$@")
-((${#tiers[@]})) || tiers=(unit db e2e)
+((${#tiers[@]})) || tiers=(unit db faults e2e)
 suite_start=$(date +%s)
 summary=()
 
@@ -46,8 +47,9 @@ for tier in "${tiers[@]}"; do
   case "$tier" in
     unit) phase unit run_pytest tests/unit ;;
     db) phase db run_pytest -m db tests/db ;;
+    faults) phase faults run_pytest -m faults tests/faults ;;
     e2e) phase e2e ./hack/e2e.sh ;;
-    *) echo "unknown tier: $tier (unit, db, e2e)" >&2; exit 2 ;;
+    *) echo "unknown tier: $tier (unit, db, faults, e2e)" >&2; exit 2 ;;
   esac
 done
 

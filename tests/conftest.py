@@ -5,8 +5,16 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.kube import cluster_skip_reason
+
+# Property tests run the same examples on every machine and never time out on a loaded one:
+# derandomized, bounded, no deadline, no example database written into the checkout.
+settings.register_profile(
+    "crontask", derandomize=True, max_examples=100, deadline=None, database=None,
+    print_blob=False, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("crontask")
 
 HERE = pathlib.Path(__file__).resolve().parent
 CLUSTER_TIERS = (HERE / "cluster", HERE / "e2e")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -66,10 +67,6 @@ class StageTiming:
     total_ms: float
     max_ms: float
 
-    @property
-    def mean_ms(self) -> float:
-        return self.total_ms / self.count if self.count else 0.0
-
 
 @dataclass(frozen=True)
 class RunReport:
@@ -111,14 +108,78 @@ class RunReport:
         return out
 
 
+MIN_REPORT_BYTES: Final = 1024
+"""The smallest budget `encode` accepts: its last resort always fits in it."""
+
+MAX_NAME_CHARS: Final = 64
+"""Task, reason, identifiers, timestamps, count and stage names are clipped to this."""
+
+INT64_MAX: Final = 2**63 - 1
+MAX_MILLISECONDS: Final = 1e15
+"""Timings are clamped to [0, this]: about 31,000 years, and short in JSON."""
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(limit - 1, 0)] + "…"
 
 
+def _text(value: object, limit: int) -> str:
+    """A string that UTF-8 can encode (lone surrogates replaced), at most `limit` characters."""
+    return _SURROGATE.sub("\ufffd", _clip(value if isinstance(value, str) else str(value), limit))
+
+
+def _optional_text(value: object, limit: int) -> str | None:
+    return None if value is None else _text(value, limit)
+
+
+def _count(value: object) -> int:
+    """A non-negative int64, whatever the caller put in a count."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return min(max(value, 0), INT64_MAX)
+    if isinstance(value, float) and math.isfinite(value):
+        return min(max(int(value), 0), INT64_MAX)
+    return 0
+
+
+def _milliseconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        return 0.0
+    return min(number, MAX_MILLISECONDS)
+
+
+def _sanitized(report: RunReport) -> RunReport:
+    """The same report with every field inside what the schema and JSON allow."""
+    return RunReport(
+        task=_text(report.task, MAX_NAME_CHARS),
+        status=RunStatus(report.status),
+        reason=_optional_text(report.reason, MAX_NAME_CHARS),
+        error=_optional_text(report.error, MAX_MESSAGE_CHARS),
+        execution_id=_optional_text(report.execution_id, MAX_NAME_CHARS),
+        started_at=_optional_text(report.started_at, MAX_NAME_CHARS),
+        finished_at=_optional_text(report.finished_at, MAX_NAME_CHARS),
+        counts={_text(k, MAX_NAME_CHARS): _count(v) for k, v in report.counts.items()},
+        stage_errors={_text(k, MAX_NAME_CHARS): StageErrors(
+            _count(e.count), _text(e.last_message, MAX_MESSAGE_CHARS))
+            for k, e in report.stage_errors.items()},
+        stage_timings={_text(k, MAX_NAME_CHARS): StageTiming(
+            _count(t.count), _milliseconds(t.total_ms), _milliseconds(t.max_ms))
+            for k, t in report.stage_timings.items()},
+        truncated=bool(report.truncated),
+    )
+
+
 def _dumps(report: RunReport) -> str:
-    return json.dumps(report.to_dict(), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return json.dumps(report.to_dict(), separators=(",", ":"), ensure_ascii=False,
+                      sort_keys=True, allow_nan=False)
 
 
 def _fits(text: str, max_bytes: int) -> bool:
@@ -132,20 +193,18 @@ def _with(report: RunReport, **changes: Any) -> RunReport:
 
 
 def encode(report: RunReport, max_bytes: int = MAX_REPORT_BYTES) -> str:
-    """Serialise a report as compact JSON of at most `max_bytes` UTF-8 bytes.
+    """Serialise a report as compact JSON of at most `max_bytes` UTF-8 bytes, whatever it holds.
 
-    The order of sacrifice keeps what an operator needs most: the status, reason and counts
-    survive; error messages are shortened first, then the stages with the fewest errors and
-    the least time are dropped (the database keeps the full record).
+    Always valid JSON (no NaN, no lone surrogate), always within the schema (counts are
+    non-negative int64, names and messages bounded), deterministic, and a fixed point:
+    encoding what `decode` reads back from the output gives the same output. The order of
+    sacrifice keeps what an operator needs most: the status, reason and counts survive; error
+    messages are shortened first, then the stages with the fewest errors and the least time
+    are dropped (the database keeps the full record).
     """
-    clipped = _with(
-        report,
-        error=None if report.error is None else _clip(report.error, MAX_MESSAGE_CHARS),
-        stage_errors={
-            name: StageErrors(e.count, _clip(e.last_message, MAX_MESSAGE_CHARS))
-            for name, e in report.stage_errors.items()
-        },
-    )
+    if max_bytes < MIN_REPORT_BYTES:
+        raise ValueError(f"max_bytes must be at least {MIN_REPORT_BYTES}")
+    clipped = _sanitized(report)
     text = _dumps(clipped)
     if _fits(text, max_bytes):
         return text
@@ -177,9 +236,10 @@ def encode(report: RunReport, max_bytes: int = MAX_REPORT_BYTES) -> str:
         )
         text = _dumps(candidate)
     if not _fits(text, max_bytes):
-        # Only pathological counts or identifiers remain: keep the verdict itself.
-        text = _dumps(RunReport(task=report.task, status=report.status,
-                                reason=report.reason, truncated=True))
+        # Only very many counts or long identifiers remain: keep the verdict itself, which
+        # fits in MIN_REPORT_BYTES (three names of at most 64 characters, escaped).
+        text = _dumps(RunReport(task=clipped.task, status=clipped.status,
+                                reason=clipped.reason, truncated=True))
     return text
 
 
@@ -258,6 +318,7 @@ def decode(text: str) -> RunReport:
 
 __all__ = [
     "GONE_TASKS",
+    "MAX_MESSAGE_CHARS",
     "MAX_REPORT_BYTES",
     "SCHEMA_VERSION",
     "TASKS",
