@@ -38,11 +38,8 @@ LEGACY_JOB_NAME_LABEL: Final = "job-name"
 
 CONTAINER_NAME: Final = "crontask-job"
 TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
-DEFAULT_IMAGE: Final = "crontask-jobs:dev"
 JOB_ENTRYPOINT: Final = "/opt/crontask/bin/crontask-job"
 
 MAX_NAME_LENGTH: Final = 52
 """The CronJob controller appends an 11-character suffix to make Job names (63 max)."""
-MAX_RECENT_RUNS: Final = 10
-MAX_HISTORY_LIMIT: Final = MAX_RECENT_RUNS
-"""Job history limits stay within recentRuns so that a kept Job is never folded twice."""
+
