@@ -50,7 +50,10 @@ def parse_duration(text: str | int) -> timedelta:
                 )
     if seconds <= 0:
         raise DurationError(f"duration {text!r} must be positive")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as exc:  # beyond timedelta's 999999999 days
+        raise DurationError(f"duration {str(text)[:40]!r} is too long") from exc
 
 
 def duration_seconds(text: str | int) -> int:

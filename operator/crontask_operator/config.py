@@ -30,10 +30,10 @@ class OperatorConfig:
     """The safety resync of each CronTask; events do the real work."""
     resync_jitter: float = defaults.RESYNC_JITTER
     workers: int = defaults.WORKERS
-    liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
-    metrics_port: int | None = 8080
-    log_format: str = "json"
-    log_level: str = "INFO"
+    liveness_endpoint: str | None = f"http://0.0.0.0:{defaults.HEALTH_PORT}/healthz"
+    metrics_port: int | None = defaults.METRICS_PORT
+    log_format: str = defaults.LOG_FORMAT
+    log_level: str = defaults.LOG_LEVEL
     peering: str | None = None
     """Kopf peering object name; None runs standalone (one replica with Recreate)."""
     priority: int = 0

@@ -50,8 +50,13 @@ def _obj(description: str, properties: dict[str, Schema], **extra: Any) -> Schem
 
 
 def _dur(description: str, default: str | None = None) -> Schema:
-    out = _s(description + " A positive duration such as 90s, 30m or 1h30m.",
-             pattern=POSITIVE_DURATION_PATTERN, minLength=2, maxLength=16)
+    out = _s(description + " A positive duration such as 90s, 30m or 1h30m, at most"
+             f" {defaults.MAX_DURATION}.",
+             pattern=POSITIVE_DURATION_PATTERN, minLength=2, maxLength=16,
+             **{"x-kubernetes-validations": [{
+                 "rule": f"duration(self) <= duration('{defaults.MAX_DURATION}')",
+                 "message": f"must be at most {defaults.MAX_DURATION}",
+             }]})
     if default is not None:
         out["default"] = default
     return out
@@ -90,7 +95,8 @@ def _recover_spec() -> Schema:
                 defaults.TASK_PARAMS["recover"]["staleAfter"]),
             "abandonedAfter": _dur(
                 "A job execution left 'running' for longer than this is closed as abandoned."
-                " Must be longer than staleAfter.", "2h"),
+                " Must be longer than staleAfter.",
+                defaults.TASK_PARAMS["recover"]["abandonedAfter"]),
         },
         **{"x-kubernetes-validations": [{
             "rule": "duration(self.abandonedAfter) > duration(self.staleAfter)",

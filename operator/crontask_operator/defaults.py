@@ -53,6 +53,10 @@ RESYNC_JITTER: Final = 0.2
 """Each resync is drawn from interval * (1 +- jitter), so CronTasks never resync in step."""
 WORKERS: Final = 4
 """Reconciles running at once (each is mostly waiting on the API server)."""
+METRICS_PORT: Final = 8080
+HEALTH_PORT: Final = 8081
+LOG_FORMAT: Final = "json"
+LOG_LEVEL: Final = "INFO"
 
 # Bounds the CRD enforces, and the reasons for them.
 MAX_RECENT_RUNS: Final = 10
@@ -70,3 +74,6 @@ MIN_STARTING_DEADLINE: Final = 10
 MAX_STARTING_DEADLINE: Final = 86_400
 MAX_ACTIVE_DEADLINE: Final = 604_800
 MAX_QUANTITY_CHARS: Final = 40
+MAX_DURATION: Final = "87600h"
+"""Ten years: longer thresholds and windows make no sense for these tasks, and CEL's
+duration() (in the CRD's cross-field rules) overflows not far beyond."""

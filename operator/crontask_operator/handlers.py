@@ -28,7 +28,7 @@ import kopf
 from kubernetes_asyncio import client
 
 from crontask_contract.durations import DurationError, duration_seconds
-from crontask_operator import kube, names, outcomes
+from crontask_operator import defaults, kube, names, outcomes
 from crontask_operator.config import OperatorConfig
 from crontask_operator.controller import Caches, Controller, Key
 from crontask_operator.metrics import Metrics
@@ -74,8 +74,9 @@ def owner_key(namespace: str | None, labels: Mapping[str, Any]) -> Key:
 
 def recover_threshold(spec: Mapping[str, Any]) -> int | None:
     """A recover CronTask's staleAfter in seconds, if it has a valid one."""
+    default = defaults.TASK_PARAMS["recover"]["staleAfter"]
     block = spec.get("recover")
-    stale = block.get("staleAfter", "30m") if isinstance(block, Mapping) else "30m"
+    stale = block.get("staleAfter", default) if isinstance(block, Mapping) else default
     if not isinstance(stale, str | int) or isinstance(stale, bool):
         return None
     try:
@@ -171,7 +172,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             seen("crontasks", ctl.crontask_event((str(namespace), str(name)), type, body))
 
     @kopf.on.event(*CRONJOBS, labels=OURS, id="cronjob_events", registry=registry)
-    async def on_cronjob(type: str | None, body: kopf.Body, namespace: str | None,  # noqa: A002
+    async def on_cronjob(type: str | None, body: kopf.Body, namespace: str | None,
                          labels: kopf.Labels, **kwargs: Any) -> None:
         ctl = controller(kwargs)
         if ctl is not None:

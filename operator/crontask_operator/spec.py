@@ -93,11 +93,14 @@ def _env_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
 def _durations(task: str, params: Mapping[str, Any]) -> None:
     checks = {k: v for k, v in params.items() if isinstance(v, str) and k != "pipeline"}
     checks.update({f"stageTimeouts.{k}": v for k, v in (params.get("stageTimeouts") or {}).items()})
+    longest = duration_seconds(defaults.MAX_DURATION)
     for where, value in checks.items():
         try:
-            duration_seconds(value)
+            seconds = duration_seconds(value)
         except DurationError as exc:
             raise SpecError(f"{task}.{where}: {exc}") from exc
+        if seconds > longest:
+            raise SpecError(f"{task}.{where}: {value} is longer than {defaults.MAX_DURATION}")
 
 
 def parse_spec(raw: Any) -> CronTaskSpec:

@@ -140,7 +140,7 @@ class World:
         """Bring every cache up to date and tell the controller, as the watches do."""
         seen = {k: v["metadata"].get("resourceVersion") for k, v in self.objects.items()
                 if k[0] in ("CronTask", "CronJob")}
-        for (kind, ns, name), version in self._delivered.items():
+        for kind, ns, name in self._delivered:
             if (kind, ns, name) not in seen:
                 gone = {"metadata": {"name": name, "namespace": ns}}
                 if kind == "CronTask":
