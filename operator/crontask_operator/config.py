@@ -54,7 +54,7 @@ def _pairs(text: str) -> dict[str, str]:
         parsed = quantities.parse(value.strip())
         if not sep or not key or parsed is None or not 0 <= parsed.value <= quantities.MAX_VALUE:
             raise argparse.ArgumentTypeError(f"expected name=quantity, got {item!r}")
-        out[key.strip()] = parsed.text
+        out[key.strip()] = parsed.in_resource_list().text
     return out
 
 

@@ -39,7 +39,7 @@ from typing import Any, Final, Protocol
 from crontask_operator import reconcile, schemacheck
 from crontask_operator.crd import status_schema
 from crontask_operator.cronjob import JobDefaults
-from crontask_operator.kube import AlreadyExists, Rejected, Stale
+from crontask_operator.kube import AlreadyExists, NamespaceTerminating, Rejected, Stale
 from crontask_operator.metrics import Metrics
 from crontask_operator.outcomes import JobResult, PodResult, run_of
 from crontask_operator.patches import merge_patch
@@ -371,7 +371,10 @@ class Controller:
             return "gone"
         now = self.clock()
         plan = reconcile.plan_cronjob(obs, self.job_defaults, now)
-        outcome = await self._execute(key, obs, plan)
+        try:
+            outcome = await self._execute(key, obs, plan)
+        except NamespaceTerminating:
+            return "gone"  # the namespace, and the CronTask with it, is being deleted
         decision = reconcile.desired_status(obs, plan, outcome, now)
         patch = merge_patch(obs.status, decision.status)
         if patch:

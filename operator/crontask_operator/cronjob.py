@@ -100,7 +100,7 @@ def container(spec: CronTaskSpec, defaults: JobDefaults) -> Manifest:
     }]
     env += [dict(e) for e in spec.env]
     resources = {
-        kind: {name: quantities.canonical(q) for name, q in amounts.items()}
+        kind: {name: quantities.canonical(q, resource_list=True) for name, q in amounts.items()}
         for kind, amounts in (("requests", spec.resources.get("requests") or defaults.requests),
                               ("limits", spec.resources.get("limits") or defaults.limits))
     }

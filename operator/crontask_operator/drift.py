@@ -19,7 +19,7 @@ from crontask_operator import quantities
 from crontask_operator.cronjob import APPLIED_HASH, Manifest
 
 QUANTITY_MAPS: Final = frozenset({"requests", "limits"})
-"""Maps whose values are quantities (container resources)."""
+"""Maps whose values are quantities (container resources: ResourceLists, rounded to milli)."""
 QUANTITY_FIELDS: Final = frozenset({"sizeLimit", "divisor"})
 VERBATIM_MAPS: Final = frozenset({"labels", "annotations"})
 """Maps whose empty-string values the server keeps."""
@@ -40,7 +40,9 @@ def _canonical(node: Any, key: str | None) -> Any:
         for k, v in node.items():
             if v is None:
                 continue
-            if key in QUANTITY_MAPS or k in QUANTITY_FIELDS:
+            if key in QUANTITY_MAPS:
+                out[k] = quantities.canonical(v, resource_list=True)
+            elif k in QUANTITY_FIELDS:
                 out[k] = quantities.canonical(v)
             elif key in VERBATIM_MAPS:
                 out[k] = v

@@ -55,6 +55,19 @@ class Stale(Exception):
     """The object changed since it was read (409 on a resourceVersion precondition)."""
 
 
+class NamespaceTerminating(Exception):
+    """Nothing can be created in a namespace that is being deleted: the CronTask goes too."""
+
+
+def _refusal(exc: ApiException) -> Exception:
+    """The exception a failed create or apply stands for."""
+    if exc.status == 403 and "NamespaceTerminating" in str(exc.body or ""):
+        return NamespaceTerminating(server_message(exc))
+    if exc.status in (403, 422):
+        return Rejected(exc.status, server_message(exc))
+    return exc
+
+
 def server_message(exc: ApiException) -> str:
     """The human part of an API error (the Status object's message), not the whole dump."""
     try:
@@ -106,9 +119,7 @@ class Kube:
         except ApiException as exc:
             if exc.status == 409:
                 raise AlreadyExists(meta["name"]) from exc
-            if exc.status in (403, 422):
-                raise Rejected(exc.status, server_message(exc)) from exc
-            raise
+            raise _refusal(exc) from exc
 
     async def apply_cronjob(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Create or patch by server-side apply; Rejected for a 422/403 (never retried)."""
@@ -120,9 +131,7 @@ class Kube:
                 field_manager=names.FIELD_MANAGER, force=True,
                 _content_type="application/apply-patch+yaml")
         except ApiException as exc:
-            if exc.status in (403, 422):
-                raise Rejected(exc.status, server_message(exc)) from exc
-            raise
+            raise _refusal(exc) from exc
         return _plain(self._client, obj)
 
     async def suspend_cronjob(self, namespace: str, name: str, uid: str) -> dict[str, Any]:

@@ -47,6 +47,17 @@ class Quantity:
     value: Fraction
     text: str
     """The spelling the API server stores and returns."""
+    format: str = DECIMAL_SI
+
+    def in_resource_list(self) -> Quantity:
+        """As the API server stores it in a ResourceList (a container's requests and limits):
+        defaulting rounds every value up to milli units (SetDefaults_ResourceList), and a
+        rounded value loses the spelling it was given."""
+        milli = self.value * 1000
+        if milli.denominator == 1:
+            return self
+        rounded = Fraction(math.ceil(abs(milli)), 1000) * (1 if self.value > 0 else -1)
+        return Quantity(rounded, _canonical(rounded, self.format), self.format)
 
 
 def _go_rem(a: int, b: int) -> int:
@@ -158,7 +169,7 @@ def parse(raw: object) -> Quantity | None:
             return Quantity(Fraction(MAX_VALUE + 1), s)
         if magnitude < -_NANO - 1:  # below a tenth of a nano unit: rounds up to exactly 1n
             tiny = Fraction(1 if positive else -1, 10**_NANO)
-            return Quantity(tiny, _canonical(tiny, fmt))
+            return Quantity(tiny, _canonical(tiny, fmt), fmt)
 
     if fmt == BINARY_SI:
         scale, mantissa = 0, 1
@@ -184,7 +195,7 @@ def parse(raw: object) -> Quantity | None:
                     reused = (_go_rem(scale, 3) == 0 and not shifted.endswith("000")
                               and shifted[0] != "0")
                 amount = Fraction(result) * Fraction(10) ** scale
-                return Quantity(amount, s if reused else _canonical(amount, fmt))
+                return Quantity(amount, s if reused else _canonical(amount, fmt), fmt)
 
     parsed = _inf_dec(value_text)
     if parsed is None:
@@ -199,7 +210,7 @@ def parse(raw: object) -> Quantity | None:
     if fmt == BINARY_SI and 0 < amount < 1:
         fmt = DECIMAL_SI
     amount = -amount if negative else amount
-    return Quantity(amount, _canonical(amount, fmt))
+    return Quantity(amount, _canonical(amount, fmt), fmt)
 
 
 def _canonical(value: Fraction, fmt: str) -> str:
@@ -228,11 +239,14 @@ def _canonical(value: Fraction, fmt: str) -> str:
     return f"{sign}{mantissa}{suffix}"
 
 
-def canonical(raw: object) -> str | int | object:
-    """``raw`` as the server spells it; anything that is not a quantity comes back unchanged
-    (the server will refuse it, and the refusal is reported)."""
+def canonical(raw: object, *, resource_list: bool = False) -> str | int | object:
+    """``raw`` as the server spells it (in a container's requests or limits when
+    ``resource_list``); anything that is not a quantity comes back unchanged (the server will
+    refuse it, and the refusal is reported)."""
     parsed = parse(raw)
-    return raw if parsed is None else parsed.text
+    if parsed is None:
+        return raw
+    return parsed.in_resource_list().text if resource_list else parsed.text
 
 
 def same(a: object, b: object) -> bool:

@@ -179,7 +179,10 @@ def parse(schedule: str) -> Cron:
     if len(fields) != 5:
         raise ScheduleError("a schedule has five fields (minute hour day-of-month month"
                             f" day-of-week), found {len(fields)}: {schedule[:80]!r}")
-    parsed = [_field(text, i) for i, text in enumerate(fields)]
+    try:
+        parsed = [_field(text, i) for i, text in enumerate(fields)]
+    except ScheduleError as exc:
+        raise ScheduleError(f"invalid schedule {schedule[:80]!r}: {exc}") from exc
     return Cron(minutes=parsed[0][0], hours=parsed[1][0], days=parsed[2][0],
                 months=parsed[3][0], weekdays=parsed[4][0], day_star=parsed[2][1],
                 weekday_star=parsed[4][1])

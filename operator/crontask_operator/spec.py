@@ -60,18 +60,19 @@ def _schema() -> Mapping[str, Any]:
     return crd.spec_schema()
 
 
-def _quantity(value: Any, where: str) -> str:
+def _quantity(value: Any, where: str, resource_list: bool = False) -> str:
     parsed = quantities.parse(value)
     if parsed is None:
         raise SpecError(f"{where}: {str(value)[:60]!r} is not a resource quantity")
     if parsed.value > quantities.MAX_VALUE:
         raise SpecError(f"{where}: {str(value)[:60]!r} is out of range"
                         f" (at most {quantities.MAX_VALUE})")
-    return parsed.text
+    return parsed.in_resource_list().text if resource_list else parsed.text
 
 
 def _resources(raw: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    return {kind: {name: _quantity(q, f"resources.{kind}.{name}") for name, q in amounts.items()}
+    return {kind: {name: _quantity(q, f"resources.{kind}.{name}", resource_list=True)
+                   for name, q in amounts.items()}
             for kind, amounts in raw.items() if amounts}
 
 

@@ -66,7 +66,9 @@ def used_rules(events: list[dict[str, Any]]) -> tuple[set[Rule], list[str]]:
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         group, verb = ref.get("apiGroup", ""), event["verb"]
         code = (event.get("responseStatus") or {}).get("code", 0)
-        if code == 403:
+        decision = (event.get("annotations") or {}).get("authorization.k8s.io/decision")
+        if decision != "allow":
+            # a 403 from admission (e.g. a namespace being deleted) is not an RBAC refusal
             denied.append(f"{verb} {group}/{resource}: {event.get('requestURI')}")
             continue
         rules.add((group, resource, verb))

@@ -63,3 +63,11 @@ def test_far_out_values_are_decided_without_computing_them() -> None:
                                  True, None, 1.5, "x" * 100])
 def test_not_quantities(bad: object) -> None:
     assert quantities.parse(bad) is None
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ("1n", "1m"), ("1e-10", "1e-3"), ("1500u", "2m"), ("1001u", "2m"), ("1000u", "1m"),
+    ("1.0005", "1001m"), ("0.5Gi", "512Mi"), ("+1", "+1"), ("100u", "1m")])
+def test_resource_lists_round_up_to_milli(given: str, stored: str) -> None:
+    """SetDefaults_ResourceList rounds a container's requests and limits up to milli units."""
+    assert quantities.canonical(given, resource_list=True) == stored
