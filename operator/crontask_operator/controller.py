@@ -166,6 +166,7 @@ class Controller:
     def enqueue(self, key: Key, trigger: str) -> None:
         if self.queue.add(key):
             self._triggers[key] = trigger
+            log.debug("queued %s/%s (%s)", key[0], key[1], trigger)
         self.metrics.queue_depth.set(len(self.queue))
 
     def crontask_event(self, key: Key, event_type: str | None, body: Mapping[str, Any]) -> bool:
@@ -220,6 +221,7 @@ class Controller:
 
     def job_event(self, key: Key, event_type: str | None, job: JobResult) -> bool:
         """A Job of ours finished or went away (a running Job's progress is not news)."""
+        log.debug("job %s/%s %s finished=%s", key[0], job.name, event_type, job.finished)
         if event_type == "DELETED" and job.finished and job.is_run:
             stones = self._tombstones.setdefault(key, _Tombstones())
             stones.jobs[job.uid] = (time.monotonic(), job)
@@ -231,6 +233,7 @@ class Controller:
 
     def pod_event(self, key: Key, event_type: str | None, pod: PodResult) -> bool:
         """A pod of ours ended or went away."""
+        log.debug("pod %s/%s %s terminated=%s", key[0], pod.name, event_type, pod.terminated)
         if event_type == "DELETED" and pod.terminated and pod.job_uid:
             stones = self._tombstones.setdefault(key, _Tombstones())
             stones.pods.setdefault(pod.job_uid, {})[pod.uid or pod.name] = (time.monotonic(), pod)
@@ -315,7 +318,8 @@ class Controller:
         stones = self._tombstones.get(key, _Tombstones())
         cached_jobs = list(self.caches.jobs[key]) if key in self.caches.jobs else []
         live = {j.uid for j in cached_jobs}
-        jobs = cached_jobs + [j for uid, (_, j) in sorted(stones.jobs.items()) if uid not in live]
+        buried = [j for uid, (_, j) in sorted(stones.jobs.items()) if uid not in live]
+        jobs = cached_jobs + buried
         pods: list[PodResult] = []
         for job in jobs:
             current = list(self.caches.pods[job.uid]) if job.uid in self.caches.pods else []
@@ -332,7 +336,8 @@ class Controller:
             spec=body.get("spec"), status=status if isinstance(status, Mapping) else {},
             cronjob=self._cronjob(key), jobs=tuple(jobs),
             existing_jobs=frozenset(j.uid for j in jobs), pods=tuple(pods),
-            recover_stale=min(thresholds) if thresholds else None)
+            recover_stale=min(thresholds) if thresholds else None,
+            tombstones=frozenset(j.uid for j in buried))
 
     def _crontask(self, key: Key) -> Mapping[str, Any] | None:
         assert self.caches is not None
@@ -387,7 +392,12 @@ class Controller:
             written = await self.writer.patch_status(obs.namespace, obs.name,
                                                      obs.resource_version, patch)
             self._crontask_overlay[key] = _Overlay(obs.resource_version, written)
-        self._drop_folded(key, obs, now)
+        if decision.new_runs or decision.requeue_after is not None:
+            log.debug("%s/%s: folded %s; look again in %s s", key[0], key[1],
+                      [r.job_name for r in decision.new_runs], decision.requeue_after)
+        if self._drop_folded(key, obs, now):
+            # Their UIDs leave countedJobs on the next reconcile: soon, not at the resync.
+            self._later(key, 1.0, "requeue")
         involved = {"name": obs.name, "namespace": obs.namespace, "uid": obs.uid}
         for event in decision.events:
             await self.writer.post_event(involved, event.type, event.reason, event.message)
@@ -459,21 +469,26 @@ class Controller:
         self.metrics.applies.labels(kind).inc()
         log.info("CronJob %s/%s %s", key[0], key[1], kind)
 
-    def _drop_folded(self, key: Key, obs: Observed, now: dt.datetime) -> None:
-        """Tombstones whose run this reconcile accounted for are no longer needed."""
+    def _drop_folded(self, key: Key, obs: Observed, now: dt.datetime) -> bool:
+        """Tombstones whose run this reconcile accounted for (in the status it just wrote, or
+        already there) are no longer needed. Only those this reconcile saw: a Job that finished
+        and went away while it was writing is folded by the next one. True if any went."""
         stones = self._tombstones.get(key)
         if stones is None:
-            return
+            return False
+        seen = {j.uid: j for j in obs.jobs if j.uid in obs.tombstones}
+        dropped = False
         for uid, (_, job) in list(stones.jobs.items()):
-            if run_of(job, obs.pods, now) is not None:
+            if uid in seen and seen[uid] == job and run_of(job, obs.pods, now) is not None:
                 del stones.jobs[uid]
                 stones.pods.pop(uid, None)
-        assert self.caches is not None
+                dropped = True
         for job_uid in list(stones.pods):
             if job_uid not in stones.jobs and job_uid not in {j.uid for j in obs.jobs}:
                 del stones.pods[job_uid]
         if not stones.jobs and not stones.pods:
             del self._tombstones[key]
+        return dropped
 
     def _count(self, obs: Observed, decision: reconcile.StatusDecision, now: dt.datetime) -> None:
         task = str((obs.spec or {}).get("task", "")) if isinstance(obs.spec, Mapping) else ""

@@ -65,6 +65,8 @@ class Observed:
     """UIDs of those Jobs (the complete cache's and the recently deleted ones')."""
     pods: tuple[PodResult, ...] = ()
     recover_stale: int | None = None
+    tombstones: frozenset[str] = frozenset()
+    """UIDs of the Jobs above that are gone from the cluster (their last watched state)."""
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ class World:
         self.events: list[tuple[str, str, str]] = []
         self.reject: str | None = None
         self.stale_once = False
+        self.during_write: list[Any] = []
+        """Callables run while a status write is in flight (events arriving meanwhile)."""
         self.caches = Caches(crontasks={}, cronjobs={}, jobs={}, pods={}, recover_thresholds={},
                              tasks={})
         self.now = NOW
@@ -224,6 +226,8 @@ class World:
     async def patch_status(self, namespace: str, name: str, resource_version: str | None,
                            patch: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append(("status", name))
+        while self.during_write:
+            self.during_write.pop(0)()
         obj = self.objects[("CronTask", namespace, name)]
         if self.stale_once or resource_version != obj["metadata"]["resourceVersion"]:
             self.stale_once = False

@@ -306,6 +306,38 @@ def test_a_job_deleted_right_after_it_finished_is_still_counted_once() -> None:
     assert status["lastRun"]["jobName"] == "quick"
 
 
+def test_a_job_that_finishes_and_goes_while_a_status_is_written_is_not_lost() -> None:
+    """Found by the cluster tier (history limit 3, five Jobs finishing at once): a Job seen
+    running by a reconcile, finished and deleted while that reconcile wrote its status, must be
+    folded by the next reconcile, not dropped with the tombstones the first one accounted for."""
+    from crontask_operator.outcomes import job_result, pod_result
+
+    world = World()
+    key = world.add_crontask()
+    world.reconcile()
+    world.add_job("first", message=report())
+    world.add_job("second", finished=False, message=report())  # its pod already ended
+    world.deliver()
+    ctl = world.controller
+
+    def second_finishes_and_goes() -> None:
+        world.add_job("second", message=report(), completion="2026-01-05T12:00:06Z")
+        job = world.delete("Job", "second")
+        pod = world.delete("Pod", "second-pod")
+        assert job is not None and pod is not None
+        ctl.job_event(key, "DELETED", job_result(job))
+        ctl.pod_event(key, "DELETED", pod_result(pod))
+
+    world.during_write.append(second_finishes_and_goes)
+    world.reconcile()
+    assert world.status()["succeededRuns"] == 1
+    world.reconcile()
+    world.reconcile()
+    status = world.status()
+    assert status["succeededRuns"] == 2
+    assert status["countedJobs"] == ["job-first"]
+
+
 def test_status_written_by_an_older_operator_is_migrated_without_double_counting() -> None:
     world = World()
     world.add_crontask()
