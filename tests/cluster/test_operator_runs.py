@@ -208,10 +208,15 @@ def test_history_limits_at_max_count_every_run_once(namespace: str,
     status = wait_for("25 runs counted", counted, timeout=240)
     assert status.get("skippedRuns", 0) == 0
     assert status.get("missedRuns", 0) == 0
-    jobs = kubectl_json("get", "jobs", "-n", namespace, "-l",
-                        "crontask.dev/crontask=history")["items"]
-    assert len(jobs) <= 20, "the CronJob controller keeps at most the history limits"
-    assert len(status["countedJobs"]) == len(jobs)
+
+    def bookkeeping_settled() -> set[str] | None:
+        jobs = kubectl_json("get", "jobs", "-n", namespace, "-l",
+                            "crontask.dev/crontask=history")["items"]
+        uids = {j["metadata"]["uid"] for j in jobs}
+        counted_now = set(status_of(namespace, "history").get("countedJobs") or [])
+        return uids if uids == counted_now else None
+    uids = wait_for("countedJobs to hold exactly the Jobs that still exist", bookkeeping_settled)
+    assert len(uids) <= 20, "the CronJob controller keeps at most the history limits"
     operator.restart()
     kubectl("patch", "ct", "history", "-n", namespace, "--type=merge",
             "-p", '{"spec":{"logLevel":"DEBUG"}}')
@@ -325,19 +330,25 @@ class Watcher:
         self.namespace, self.finished, self.folded = namespace, finished, folded
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.tasks: list[asyncio.Future[None]] = []
+        self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self.thread.start()
-        for coro in (self._jobs(), self._crontask()):
-            self.tasks.append(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+        async def spawn() -> None:
+            self.tasks = [asyncio.create_task(self._jobs()), asyncio.create_task(self._crontask())]
+        asyncio.run_coroutine_threadsafe(spawn(), self.loop).result(timeout=10)
         time.sleep(2)
 
     def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
+        async def cancel() -> None:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.loop.close()
 
     async def _stream(self, list_call: Any, on_event: Any, **kwargs: Any) -> None:
         from kubernetes_asyncio import watch
