@@ -32,7 +32,7 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -133,7 +133,8 @@ class Controller:
     def __init__(self, writer: Writer, job_defaults: JobDefaults, metrics: Metrics, *,
                  resync_seconds: float, resync_jitter: float = 0.2, workers: int = 4,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 checks: Sequence[reconcile.Check] = ()) -> None:
         self.writer = writer
         self.job_defaults = job_defaults
         self.metrics = metrics
@@ -142,6 +143,8 @@ class Controller:
         self.worker_count = workers
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.checks = tuple(checks)
+        """Extra policies on valid specs (see reconcile.Check)."""
         self.queue: WorkQueue[Key] = WorkQueue()
         self.caches: Caches | None = None
         self._triggers: dict[Key, str] = {}
@@ -375,7 +378,7 @@ class Controller:
             self.forget(key)
             return "gone"
         now = self.clock()
-        plan = reconcile.plan_cronjob(obs, self.job_defaults, now)
+        plan = reconcile.plan_cronjob(obs, self.job_defaults, now, self.checks)
         try:
             outcome = await self._execute(key, obs, plan)
         except NamespaceTerminating:

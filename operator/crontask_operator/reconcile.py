@@ -15,7 +15,7 @@ operator refuses never keeps running. A retired task deletes its CronJob instead
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,7 +34,7 @@ from crontask_operator.outcomes import (
     run_of,
     settled,
 )
-from crontask_operator.spec import SpecError, parse_spec
+from crontask_operator.spec import CronTaskSpec, SpecError, parse_spec
 from crontask_operator.validation import DELETE, Refusal, Timing, resolve
 
 NONE: Final = "none"
@@ -121,22 +121,36 @@ def _conditions(current: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [c for c in value if isinstance(c, Mapping)] if isinstance(value, list) else []
 
 
-def decide(obs: Observed, now: dt.datetime) -> Timing | Refusal:
+Check = Callable[[CronTaskSpec, JobDefaults], Refusal | None]
+"""An extra policy on a valid spec (e.g. an image allow-list): a Refusal to refuse it. A refusal
+from a check is treated like every other one (Ready=False, the CronJob suspended)."""
+
+
+def decide(obs: Observed, now: dt.datetime, job_defaults: JobDefaults | None = None,
+           checks: Sequence[Check] = ()) -> Timing | Refusal:
     """The spec's timing, or why there is none. Never raises."""
     try:
         spec = parse_spec(obs.spec)
     except SpecError as exc:
         return Refusal("InvalidSpec", clean(f"invalid spec: {exc}", 1024) or "invalid spec")
-    return resolve(obs.name, spec, now, obs.recover_stale)
+    decision = resolve(obs.name, spec, now, obs.recover_stale)
+    if isinstance(decision, Refusal):
+        return decision
+    for check in checks:
+        refusal = check(spec, job_defaults or JobDefaults())
+        if refusal is not None:
+            return refusal
+    return decision
 
 
-def plan_cronjob(obs: Observed, job_defaults: JobDefaults, now: dt.datetime) -> CronJobPlan:
+def plan_cronjob(obs: Observed, job_defaults: JobDefaults, now: dt.datetime,
+                 checks: Sequence[Check] = ()) -> CronJobPlan:
     """What to do with the CronJob."""
     actual = obs.cronjob
     if actual is not None and not is_owned_by(actual, obs.uid):
         # sample-controller's rule: a child we do not control is reported, never taken over.
         return CronJobPlan(CONFLICT)
-    decision = decide(obs, now)
+    decision = decide(obs, now, job_defaults, checks)
     if isinstance(decision, Refusal):
         if decision.action == DELETE:
             return CronJobPlan(REMOVE if actual is not None else NONE, refusal=decision)

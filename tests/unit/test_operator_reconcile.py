@@ -510,3 +510,28 @@ def test_workers_reconcile_queued_keys_and_count_why() -> None:
     assert registry.get_sample_value("crontask_operator_cronjob_applies_total",
                                      {"kind": "created"}) == 1
     assert registry.get_sample_value("crontask_operator_queue_depth") == 0
+
+
+def test_a_refusal_from_an_added_policy_is_handled_like_every_other() -> None:
+    """The extension point for policies such as an image allow-list: a check returning a
+    Refusal suspends the existing CronJob and says so, with nothing else to wire."""
+    from crontask_operator.validation import Refusal
+
+    world = World()
+    world.add_crontask()
+    world.reconcile()
+    world.controller.checks = (lambda spec, defaults: Refusal(
+        "ImageNotAllowed", f"image {spec.image or defaults.image} is not allowed")
+        if (spec.image or "").startswith("evil/") else None,)
+    world.set_spec("process", image="evil/jobs:1")
+    world.deliver()
+    assert world.reconcile() == "refused"
+    cond = condition(world.status(), "Ready")
+    assert (cond["status"], cond["reason"]) == ("False", "ImageNotAllowed")
+    assert cond["message"] == ("image evil/jobs:1 is not allowed. CronJob process is suspended"
+                               " until the spec is fixed.")
+    assert world.cronjob()["spec"]["suspend"] is True  # type: ignore[index]
+    world.set_spec("process", image="good/jobs:1")
+    world.deliver()
+    assert world.reconcile() == "ok"
+    assert world.cronjob()["spec"]["suspend"] is False  # type: ignore[index]
