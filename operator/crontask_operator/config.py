@@ -149,9 +149,9 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     - server-side label selectors on the CronJob, Job and Pod watches: the API server sends
       only the operator's own objects (``settings.watching.label_selectors``);
     - Kopf's finalizer and annotations under ``crontask.dev`` (not kopf.zalando.org). Kopf
-      writes neither here: the handlers need no finalizer and track no changes, but an object
-      still carrying ``crontask.dev/finalizer`` (from an operator before this one) gets it
-      removed;
+      writes neither: the handlers need no finalizer and track no changes. The finalizer name
+      is not the one older operators used, so Kopf never tries to patch a CronTask to remove
+      that one (the chart README says how to, once, by hand);
     - Kopf posts no Events of its own (the operator posts its own, on CronTasks);
     - watch timeouts, so a silently dead watch connection is noticed and re-established;
     - no cluster-wide scanning of CRDs and namespaces unless namespace globs need it;
@@ -160,7 +160,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     for resource in (("batch", "v1", "cronjobs"), ("batch", "v1", "jobs"), ("", "v1", "pods")):
         settings.watching.label_selectors[resource] = names.LABEL_CRONTASK
-    settings.persistence.finalizer = names.FINALIZER
+    settings.persistence.finalizer = names.KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=names.ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -19,8 +19,11 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
 FIELD_MANAGER: Final = "crontask-operator"
 """The server-side-apply field manager: owns exactly the CronJob fields the operator sets."""
-FINALIZER: Final = f"{GROUP}/finalizer"
-"""Our own finalizer name (Kopf's default is kopf.zalando.org/KopfFinalizerMarker)."""
+LEGACY_FINALIZER: Final = f"{GROUP}/finalizer"
+"""The finalizer operators before the event-driven one put on CronTasks (see chart README)."""
+KOPF_FINALIZER: Final = f"{GROUP}/kopf-finalizer"
+"""The finalizer name Kopf is configured with. No handler makes Kopf set one; it is distinct from
+LEGACY_FINALIZER so that Kopf never tries to remove that one either (it has no RBAC to)."""
 ANNOTATION_PREFIX: Final = GROUP
 """Kopf's progress and diff-base annotations live under our own prefix, never kopf.zalando.org."""
 

@@ -92,7 +92,8 @@ def test_5_kopf_writes_only_the_patch_it_accumulated() -> None:
 
 def test_settings_use_our_names_and_post_no_events_of_kopfs_own() -> None:
     settings = cfg.kopf_settings(cfg.from_args([]))
-    assert settings.persistence.finalizer == "crontask.dev/finalizer"
+    assert settings.persistence.finalizer == "crontask.dev/kopf-finalizer"
+    assert settings.persistence.finalizer != names.LEGACY_FINALIZER
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert settings.persistence.progress_storage.prefix == "crontask.dev"
     assert settings.persistence.diffbase_storage.prefix == "crontask.dev"  # type: ignore[attr-defined]
