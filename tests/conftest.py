@@ -17,7 +17,7 @@ CLUSTER_TIERS = (HERE / "cluster", HERE / "e2e")
 # Deterministic (the same examples on every run and machine: a CI failure reproduces locally),
 # bounded (the unit tier stays quick on 2 cores), and without per-example deadlines (timing on a
 # shared machine must never fail a test). HYPOTHESIS_PROFILE=deep explores more, randomly.
-settings.register_profile("ci", derandomize=True, max_examples=60, deadline=None,
+settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None,
                           database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("deep", max_examples=2000, deadline=None,
