@@ -1,7 +1,9 @@
-"""Rules for every tier: tests that need a cluster are marked and, without one, skipped."""
+"""Rules for every tier: tests that need a cluster are marked and, without one, skipped; property
+tests run under one fast, deterministic Hypothesis profile."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
@@ -18,6 +20,16 @@ settings.load_profile("crontask")
 
 HERE = pathlib.Path(__file__).resolve().parent
 CLUSTER_TIERS = (HERE / "cluster", HERE / "e2e")
+
+# Deterministic (the same examples on every run and machine: a CI failure reproduces locally),
+# bounded (the unit tier stays quick on 2 cores), and without per-example deadlines (timing on a
+# shared machine must never fail a test). HYPOTHESIS_PROFILE=deep explores more, randomly.
+settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None,
+                          database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("deep", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

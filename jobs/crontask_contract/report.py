@@ -243,76 +243,193 @@ def encode(report: RunReport, max_bytes: int = MAX_REPORT_BYTES) -> str:
     return text
 
 
-def _require(data: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = data.get(key)
-    if not isinstance(value, kind):
-        raise ReportError(f"run report field {key!r} must be {kind.__name__}, got {value!r}")
+# Bounds on what a report may hold: a termination message is at most 4096 bytes, but the Pod
+# status it is read from is written by whoever can write Pod status, so decoding trusts nothing.
+MAX_DECODE_CHARS: Final = 16 * 1024
+"""Longer text is refused before parsing (four times the termination message cap)."""
+MAX_DEPTH: Final = 8
+"""A report nests three levels deep; deeper JSON is refused before the parser recurses."""
+MAX_ENTRIES: Final = 64
+"""Most entries in counts, stage_errors or stage_timings."""
+MAX_KEY_CHARS: Final = 128
+MAX_SHORT_CHARS: Final = 256
+"""task, reason, execution_id and timestamps."""
+MAX_TEXT_CHARS: Final = 2048
+"""error and a stage's last message (encode clips them to 300)."""
+MAX_COUNT: Final = 2**63 - 1
+"""Counts are int64 on the Kubernetes side (the CronTask status schema's integers)."""
+MAX_MILLISECONDS: Final = 1e15
+_MAX_INT_DIGITS: Final = 19
+
+
+def _fail(message: str) -> ReportError:
+    return ReportError(message[:200])
+
+
+def _check_depth(text: str) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH, scanning once without recursion (the parser
+    itself recurses, and ``"[" * 2000`` would raise RecursionError inside it)."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _fail(f"run report nests deeper than {MAX_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _fail(f"run report number with {len(text)} digits is out of range")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _fail(f"run report number {text[:40]!r} is out of range")
     return value
 
 
-def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+def _parse_constant(text: str) -> Any:
+    raise _fail(f"run report holds {text}, which is not JSON")
+
+
+def _string(value: Any, where: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"run report field {where} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise _fail(f"run report field {where} is longer than {limit} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _fail(f"run report field {where} is not valid Unicode") from exc
+    return value
+
+
+def _optional_string(data: Mapping[str, Any], key: str, limit: int) -> str | None:
     value = data.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise ReportError(f"run report field {key!r} must be a string, got {value!r}")
+    return None if value is None else _string(value, key, limit)
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ReportError(f"run report field {where} must be a number, got {value!r}")
-    return float(value)
+def _count(value: Any, where: str) -> int:
+    # bool is an int subclass and 1.0 == 1: only a real JSON integer is a count.
+    if type(value) is not int:
+        raise _fail(f"run report field {where} must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= MAX_COUNT:
+        raise _fail(f"run report field {where} must be between 0 and {MAX_COUNT}")
+    return value
+
+
+def _milliseconds(value: Any, where: str) -> float:
+    if type(value) not in (int, float):
+        raise _fail(f"run report field {where} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not (math.isfinite(number) and 0 <= number <= MAX_MILLISECONDS):
+        raise _fail(f"run report field {where} is out of range")
+    return number
+
+
+def _entries(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(f"run report field {key!r} must be an object, got {type(value).__name__}")
+    if len(value) > MAX_ENTRIES:
+        raise _fail(f"run report field {key!r} has more than {MAX_ENTRIES} entries")
+    return {_string(k, f"{key} key", MAX_KEY_CHARS): v for k, v in value.items()}
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(f"run report field {where} must be an object, got {type(value).__name__}")
+    return value
 
 
 def from_dict(data: Any) -> RunReport:
+    """A RunReport from parsed JSON; ReportError for anything that is not a version-1 report.
+
+    Strict where the operator's status depends on it: ``v`` is the integer 1 (not ``true``, not
+    ``1.0``), counts are non-negative integers within int64 (never through float), strings are
+    bounded, objects are objects. Fields this version does not know are ignored.
+    """
     if not isinstance(data, Mapping):
-        raise ReportError("a run report is a JSON object")
+        raise _fail("a run report is a JSON object")
     version = data.get("v")
-    if version != SCHEMA_VERSION:
-        raise ReportError(f"unsupported run report version {version!r} (expected {SCHEMA_VERSION})")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        shown = repr(version)[:40]
+        raise _fail(f"unsupported run report version {shown} (expected {SCHEMA_VERSION})")
+    status_text = _string(data.get("status"), "status", MAX_SHORT_CHARS)
     try:
-        status = RunStatus(_require(data, "status", str))
+        status = RunStatus(status_text)
     except ValueError as exc:
-        raise ReportError(f"unknown run status {data.get('status')!r}") from exc
-    counts_raw = data.get("counts", {})
-    if not isinstance(counts_raw, Mapping):
-        raise ReportError("run report field 'counts' must be an object")
-    counts = {str(k): int(_number(v, f"counts.{k}")) for k, v in counts_raw.items()}
+        raise _fail(f"unknown run status {status_text[:40]!r}") from exc
+    counts = {k: _count(v, f"counts.{k}") for k, v in _entries(data, "counts").items()}
     errors: dict[str, StageErrors] = {}
-    for name, raw in dict(data.get("stage_errors") or {}).items():
-        if not isinstance(raw, Mapping):
-            raise ReportError(f"stage_errors.{name} must be an object")
-        count = int(_number(raw.get("count"), f"stage_errors.{name}.count"))
-        errors[str(name)] = StageErrors(count, str(raw.get("last", "")))
+    for name, raw in _entries(data, "stage_errors").items():
+        entry = _object(raw, f"stage_errors.{name}")
+        last = entry.get("last")
+        errors[name] = StageErrors(
+            _count(entry.get("count"), f"stage_errors.{name}.count"),
+            "" if last is None else _string(last, f"stage_errors.{name}.last", MAX_TEXT_CHARS))
     timings: dict[str, StageTiming] = {}
-    for name, raw in dict(data.get("stage_timings") or {}).items():
-        if not isinstance(raw, Mapping):
-            raise ReportError(f"stage_timings.{name} must be an object")
-        timings[str(name)] = StageTiming(
-            count=int(_number(raw.get("n"), f"stage_timings.{name}.n")),
-            total_ms=_number(raw.get("total_ms"), f"stage_timings.{name}.total_ms"),
-            max_ms=_number(raw.get("max_ms"), f"stage_timings.{name}.max_ms"),
+    for name, raw in _entries(data, "stage_timings").items():
+        entry = _object(raw, f"stage_timings.{name}")
+        timings[name] = StageTiming(
+            count=_count(entry.get("n"), f"stage_timings.{name}.n"),
+            total_ms=_milliseconds(entry.get("total_ms"), f"stage_timings.{name}.total_ms"),
+            max_ms=_milliseconds(entry.get("max_ms"), f"stage_timings.{name}.max_ms"),
         )
+    truncated = data.get("truncated", False)
+    if truncated is None:
+        truncated = False
+    if not isinstance(truncated, bool):
+        raise _fail("run report field 'truncated' must be a boolean")
     return RunReport(
-        task=_require(data, "task", str),
+        task=_string(data.get("task"), "task", MAX_SHORT_CHARS),
         status=status,
-        reason=_optional_str(data, "reason"),
-        error=_optional_str(data, "error"),
-        execution_id=_optional_str(data, "execution_id"),
-        started_at=_optional_str(data, "started_at"),
-        finished_at=_optional_str(data, "finished_at"),
+        reason=_optional_string(data, "reason", MAX_SHORT_CHARS),
+        error=_optional_string(data, "error", MAX_TEXT_CHARS),
+        execution_id=_optional_string(data, "execution_id", MAX_SHORT_CHARS),
+        started_at=_optional_string(data, "started_at", MAX_SHORT_CHARS),
+        finished_at=_optional_string(data, "finished_at", MAX_SHORT_CHARS),
         counts=counts,
         stage_errors=errors,
         stage_timings=timings,
-        truncated=bool(data.get("truncated", False)),
+        truncated=truncated,
     )
 
 
-def decode(text: str) -> RunReport:
-    """Parse a termination message. Raises ReportError for anything that is not a report."""
+def decode(text: Any) -> RunReport:
+    """Parse a termination message. Raises ReportError, and only ReportError, for anything that
+    is not a run report: not text, too long, too deep, not JSON, NaN or Infinity, a number beyond
+    int64, a wrong type anywhere."""
+    if not isinstance(text, str):
+        raise _fail(f"a termination message is text, got {type(text).__name__}")
+    if len(text) > MAX_DECODE_CHARS:
+        raise _fail(f"termination message is longer than {MAX_DECODE_CHARS} characters")
+    _check_depth(text)
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                          parse_constant=_parse_constant)
+    except ReportError:
+        raise
     except json.JSONDecodeError as exc:
-        raise ReportError(f"termination message is not JSON: {exc.msg}") from exc
+        raise _fail(f"termination message is not JSON: {exc.msg}") from exc
+    except (ValueError, RecursionError, TypeError, OverflowError) as exc:
+        raise _fail(f"termination message is not a run report: {type(exc).__name__}") from exc
     return from_dict(data)
 
 

@@ -35,18 +35,8 @@ class OperatorJsonFormatter(JsonFormatter):
                                     if ref.get(k)}
 
 
-class QuietResync(logging.Filter):
-    """Drop Kopf's "Timer 'resync' succeeded." (one line per CronTask every few seconds);
-    what a resync changed is logged by the operator itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno <= logging.INFO and record.name == "kopf.objects"
-                    and record.getMessage() == "Timer 'resync' succeeded.")
-
-
 def configure(log_format: str = "json", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(QuietResync())
     if log_format == "json":
         handler.setFormatter(OperatorJsonFormatter())
     else:

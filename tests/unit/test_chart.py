@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ def test_values_match_their_schema() -> None:
 @pytest.mark.parametrize(("path", "value"), [
     (("operator", "replicaCount"), 2),
     (("operator", "image", "tag"), "latest"),
+    (("operator", "image", "digest"), "sha256:short"),
+    (("operator", "resyncInterval"), 0),
     (("operator", "securityContext", "allowPrivilegeEscalation"), True),
     (("watch", "namespaces"), ["Not_A_Namespace"]),
     (("database", "secretName"), ""),
@@ -140,9 +143,10 @@ def test_rbac_is_cluster_wide_or_per_namespace() -> None:
     verbs = {(r["apiGroups"][0], res): set(r["verbs"])
              for r in role["rules"] for res in r["resources"]}
     assert verbs == {
-        ("crontask.dev", "crontasks"): {"get", "list", "watch", "patch"},
+        ("crontask.dev", "crontasks"): {"list", "watch"},
         ("crontask.dev", "crontasks/status"): {"patch"},
-        ("batch", "cronjobs"): {"get", "create", "patch", "delete"},
+        ("crontask.dev", "crontasks/finalizers"): {"update"},
+        ("batch", "cronjobs"): {"list", "watch", "create", "patch", "delete"},
         ("batch", "jobs"): {"list", "watch"},
         ("", "pods"): {"list", "watch"},
         ("", "events"): {"create"},
@@ -157,9 +161,23 @@ def test_rbac_is_cluster_wide_or_per_namespace() -> None:
 
 
 @needs_helm
+def test_images_default_to_the_app_version_and_take_a_digest() -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    (deploy,) = by_kind(render(), "Deployment")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"crontask-operator:{app_version}"
+    assert f"--job-image=crontask-jobs:{app_version}" in container["args"]
+    digest = "sha256:" + "a" * 64
+    (deploy,) = by_kind(render(f"operator.image.digest={digest}",
+                               "operator.image.registry=registry.example"), "Deployment")
+    assert deploy["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        f"registry.example/crontask-operator@{digest}")
+
+
+@needs_helm
 def test_images_and_standard_labels() -> None:
-    docs = render("operator.image.registry=registry.example", "jobs.image.tag=1.2.3",
-                  "jobs.image.pullPolicy=Never")
+    docs = render("operator.image.registry=registry.example", "operator.image.tag=dev",
+                  "jobs.image.tag=1.2.3", "jobs.image.pullPolicy=Never")
     (deploy,) = by_kind(docs, "Deployment")
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/crontask-operator:dev"
@@ -186,3 +204,33 @@ def test_one_kind_per_template_file() -> None:
         elif line.startswith("kind: "):
             kinds.setdefault(source, set()).add(line.removeprefix("kind: "))
     assert kinds and all(len(k) == 1 for k in kinds.values()), kinds
+
+
+@needs_helm
+def test_the_packaged_chart_installs_without_the_repository(tmp_path: Path) -> None:
+    """A user installs the .tgz (or a repository's copy of it): it must render on its own, and
+    its notes must not send them to paths only this repository has."""
+    helm("package", str(CHART), "-d", str(tmp_path))
+    (package,) = tmp_path.glob("crontask-*.tgz")
+    out = helm("template", "crontask", str(package), "-n", "crontask", "--include-crds")
+    kinds = {d["kind"] for d in yaml.safe_load_all(out) if d}
+    assert {"CustomResourceDefinition", "Deployment", "ClusterRole"} <= kinds
+    # helm template does not render NOTES.txt: render the packaged notes as a template.
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    with tarfile.open(package) as archive:
+        archive.extractall(unpacked, filter="data")
+    templates = unpacked / "crontask" / "templates"
+    (templates / "_notes_as_template.tpl").write_text(
+        '{{- define "test.notes" -}}\n' + (templates / "NOTES.txt").read_text() + "{{- end }}\n")
+    (templates / "notes-as-template.yaml").write_text(
+        'kind: Notes\ntext: {{ include "test.notes" . | toJson }}\n')
+    for sets in ([], ["--set", "defaultCronTasks.enabled=true"],
+                 ["--set", "watch.namespaces={a,b}"]):
+        notes = yaml.safe_load(helm(
+            "template", "crontask", str(unpacked / "crontask"), "-n", "crontask",
+            "--show-only", "templates/notes-as-template.yaml", *sets))["text"]
+        assert "is installed in namespace crontask" in notes
+        for path in ("charts/", "examples/", "crds/", "hack/"):
+            assert path not in notes, (path, notes)
+        assert "helm show crds CHART" in notes
