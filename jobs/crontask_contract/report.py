@@ -115,8 +115,12 @@ MAX_NAME_CHARS: Final = 64
 """Task, reason, identifiers, timestamps, count and stage names are clipped to this."""
 
 INT64_MAX: Final = 2**63 - 1
+MAX_COUNT: Final = INT64_MAX
+"""Counts are int64 on the Kubernetes side (the CronTask status schema's integers)."""
 MAX_MILLISECONDS: Final = 1e15
-"""Timings are clamped to [0, this]: about 31,000 years, and short in JSON."""
+"""Timings are within [0, this]: about 31,000 years, and short in JSON."""
+MAX_ENTRIES: Final = 64
+"""Most entries in counts, stage_errors or stage_timings (encode keeps the most important)."""
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
@@ -136,7 +140,7 @@ def _optional_text(value: object, limit: int) -> str | None:
     return None if value is None else _text(value, limit)
 
 
-def _count(value: object) -> int:
+def _clamp_count(value: object) -> int:
     """A non-negative int64, whatever the caller put in a count."""
     if isinstance(value, bool):
         return int(value)
@@ -147,7 +151,7 @@ def _count(value: object) -> int:
     return 0
 
 
-def _milliseconds(value: object) -> float:
+def _clamp_milliseconds(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
     number = float(value)
@@ -156,8 +160,21 @@ def _milliseconds(value: object) -> float:
     return min(number, MAX_MILLISECONDS)
 
 
+def _first(items: Mapping[str, Any], order: Any) -> dict[str, Any]:
+    """At most MAX_ENTRIES entries, the most important first (what `decode` accepts)."""
+    return dict(sorted(items.items(), key=order)[:MAX_ENTRIES])
+
+
 def _sanitized(report: RunReport) -> RunReport:
-    """The same report with every field inside what the schema and JSON allow."""
+    """The same report with every field inside what the schema, JSON and `decode` allow."""
+    counts = {_text(k, MAX_NAME_CHARS): _clamp_count(v) for k, v in report.counts.items()}
+    errors = {_text(k, MAX_NAME_CHARS): StageErrors(
+        _clamp_count(e.count), _text(e.last_message, MAX_MESSAGE_CHARS))
+        for k, e in report.stage_errors.items()}
+    timings = {_text(k, MAX_NAME_CHARS): StageTiming(
+        _clamp_count(t.count), _clamp_milliseconds(t.total_ms), _clamp_milliseconds(t.max_ms))
+        for k, t in report.stage_timings.items()}
+    too_many = max(len(counts), len(errors), len(timings)) > MAX_ENTRIES
     return RunReport(
         task=_text(report.task, MAX_NAME_CHARS),
         status=RunStatus(report.status),
@@ -166,14 +183,10 @@ def _sanitized(report: RunReport) -> RunReport:
         execution_id=_optional_text(report.execution_id, MAX_NAME_CHARS),
         started_at=_optional_text(report.started_at, MAX_NAME_CHARS),
         finished_at=_optional_text(report.finished_at, MAX_NAME_CHARS),
-        counts={_text(k, MAX_NAME_CHARS): _count(v) for k, v in report.counts.items()},
-        stage_errors={_text(k, MAX_NAME_CHARS): StageErrors(
-            _count(e.count), _text(e.last_message, MAX_MESSAGE_CHARS))
-            for k, e in report.stage_errors.items()},
-        stage_timings={_text(k, MAX_NAME_CHARS): StageTiming(
-            _count(t.count), _milliseconds(t.total_ms), _milliseconds(t.max_ms))
-            for k, t in report.stage_timings.items()},
-        truncated=bool(report.truncated),
+        counts=_first(counts, lambda kv: kv[0]),
+        stage_errors=_first(errors, lambda kv: (-kv[1].count, kv[0])),
+        stage_timings=_first(timings, lambda kv: (-kv[1].total_ms, kv[0])),
+        truncated=bool(report.truncated) or too_many,
     )
 
 
@@ -249,16 +262,11 @@ MAX_DECODE_CHARS: Final = 16 * 1024
 """Longer text is refused before parsing (four times the termination message cap)."""
 MAX_DEPTH: Final = 8
 """A report nests three levels deep; deeper JSON is refused before the parser recurses."""
-MAX_ENTRIES: Final = 64
-"""Most entries in counts, stage_errors or stage_timings."""
 MAX_KEY_CHARS: Final = 128
 MAX_SHORT_CHARS: Final = 256
 """task, reason, execution_id and timestamps."""
 MAX_TEXT_CHARS: Final = 2048
 """error and a stage's last message (encode clips them to 300)."""
-MAX_COUNT: Final = 2**63 - 1
-"""Counts are int64 on the Kubernetes side (the CronTask status schema's integers)."""
-MAX_MILLISECONDS: Final = 1e15
 _MAX_INT_DIGITS: Final = 19
 
 

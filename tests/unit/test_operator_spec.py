@@ -17,7 +17,7 @@ from crontask_operator.spec import SpecError, parse_spec
     ({"successfulJobsHistoryLimit": True}, "must be of type integer"),
     ({"suspend": "yes"}, "must be of type boolean"),
     ({"decay": {"window": "0s"}}, "does not match"),
-    ({"process": {"idleAfter": "99999999999h"}}, "too long"),
+    ({"process": {"idleAfter": "99999999999h"}}, "longer than the maximum"),
     ({"process": {"idleAfter": "87601h"}}, "longer than 87600h"),
     ({"env": [{"name": "A"}, {"name": "A"}]}, "duplicate entries"),
     ({"unknown": 1}, "unknown field"),
