@@ -1,15 +1,27 @@
-"""Rules for every tier: tests that need a cluster are marked and, without one, skipped."""
+"""Rules for every tier: tests that need a cluster are marked and, without one, skipped;
+property tests run with one Hypothesis profile."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.kube import cluster_skip_reason
 
 HERE = pathlib.Path(__file__).resolve().parent
 CLUSTER_TIERS = (HERE / "cluster", HERE / "e2e")
+
+# Property tests are deterministic and quick in CI: the same examples on every run (so a failure
+# reproduces), a bounded number of them, no deadline (a loaded 2-core machine is not a bug), and
+# no example database written into the checkout. HYPOTHESIS_PROFILE=explore searches wider.
+settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None,
+                          database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", max_examples=5000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
