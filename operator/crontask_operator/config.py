@@ -17,6 +17,7 @@ import kopf
 
 from crontask_operator import names
 from crontask_operator.cronjob import JobDefaults
+from crontask_operator.images import AllowList, ImageError
 
 ENV_PREFIX = "CRONTASK_OPERATOR_"
 
@@ -26,6 +27,9 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch (globs allowed); empty: the whole cluster."""
     job_defaults: JobDefaults = field(default_factory=JobDefaults)
+    allowed_images: AllowList = field(
+        default_factory=lambda: AllowList.parse((), names.DEFAULT_IMAGE))
+    """The images a CronTask's spec.image may name (the default job image always may)."""
     resync_interval: float = 15.0
     """How often each CronTask is re-checked (drift repair, finished runs, next slot)."""
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
@@ -65,6 +69,11 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated namespaces (globs allowed) to watch; empty: all")
     p.add_argument("--job-image", default=_env("job_image", defaults.job_defaults.image),
                    help="the jobs image when a CronTask names none")
+    p.add_argument("--allowed-images", default=_env("allowed_images", ""),
+                   help="comma-separated image patterns a CronTask's spec.image may name"
+                        " (repositories or globs: registry.example/team/*, repo:1.*,"
+                        " repo@sha256:...); empty: the repository of --job-image;"
+                        " '**' allows any image")
     p.add_argument("--job-image-pull-policy",
                    default=_env("job_image_pull_policy", defaults.job_defaults.image_pull_policy),
                    choices=["Always", "IfNotPresent", "Never"])
@@ -98,11 +107,16 @@ def from_args(argv: Sequence[str] | None = None) -> OperatorConfig:
     requests = args.job_requests if isinstance(args.job_requests, Mapping) \
         else _pairs(args.job_requests)
     limits = args.job_limits if isinstance(args.job_limits, Mapping) else _pairs(args.job_limits)
+    try:
+        allowed = AllowList.parse(args.allowed_images, default_image=args.job_image)
+    except ImageError as exc:
+        parser().error(f"--allowed-images/--job-image: {exc}")
     return OperatorConfig(
         namespaces=tuple(n.strip() for n in args.namespaces.split(",") if n.strip()),
         job_defaults=JobDefaults(image=args.job_image,
                                  image_pull_policy=args.job_image_pull_policy,
                                  requests=requests, limits=limits),
+        allowed_images=allowed,
         resync_interval=args.resync_interval,
         liveness_endpoint=args.liveness or None,
         metrics_port=args.metrics_port or None,

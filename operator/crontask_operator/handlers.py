@@ -72,7 +72,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     async def connect(**_: Any) -> None:
         await kube.load_config()
         rt.ctx = reconcile.Context(kube=kube.Kube(client.ApiClient()),
-                                   defaults=config.job_defaults, metrics=rt.metrics)
+                                   defaults=config.job_defaults, metrics=rt.metrics,
+                                   allowed_images=config.allowed_images)
 
     @kopf.on.cleanup(id="disconnect", registry=registry)
     async def disconnect(**_: Any) -> None:

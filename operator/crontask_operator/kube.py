@@ -89,6 +89,23 @@ class Kube:
             raise
         return self._plain(obj)
 
+    async def suspend_cronjob(self, namespace: str, name: str, uid: str) -> bool:
+        """Set ``spec.suspend`` of the very object we own (a JSON patch that tests its uid).
+
+        Not server-side apply: an apply of this one field would drop every other field the
+        operator owns. The next apply from a valid spec takes the field back.
+        """
+        ops = [{"op": "test", "path": "/metadata/uid", "value": uid},
+               {"op": "replace", "path": "/spec/suspend", "value": True}]
+        try:
+            await self._batch.patch_namespaced_cron_job(  # type: ignore[call-arg]
+                name, namespace, ops, _content_type="application/json-patch+json")
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):
+                return False
+            raise
+        return True
+
     async def delete_cronjob(self, namespace: str, name: str, uid: str) -> bool:
         """Delete only the very object we own (a precondition on its uid)."""
         try:

@@ -11,15 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import kopf
 
-from crontask_operator import conditions, schedule, status
+from crontask_contract.redact import redact, redact_value
+from crontask_operator import conditions, names, schedule, status
 from crontask_operator.conditions import READY, Condition
 from crontask_operator.cronjob import JobDefaults, Owner, build_cronjob, drifted, is_owned_by
 from crontask_operator.events import Events, KopfEvents
+from crontask_operator.images import AllowList
 from crontask_operator.kube import Kube, Rejected
 from crontask_operator.metrics import Metrics
 from crontask_operator.outcomes import FAILED, JobResult, PodResult, Run, run_of
@@ -31,6 +33,7 @@ class CronJobs(Protocol):
     async def get_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def apply_cronjob(self, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
     async def delete_cronjob(self, namespace: str, name: str, uid: str) -> bool: ...
+    async def suspend_cronjob(self, namespace: str, name: str, uid: str) -> bool: ...
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Context:
     defaults: JobDefaults
     metrics: Metrics
     events: Events = field(default_factory=KopfEvents)
+    allowed_images: AllowList = field(
+        default_factory=lambda: AllowList.parse((), names.DEFAULT_IMAGE))
 
 
 def timestamp(now: dt.datetime) -> str:
@@ -48,7 +53,13 @@ def timestamp(now: dt.datetime) -> str:
 
 
 def _set(patch: kopf.Patch, current: Mapping[str, Any], key: str, value: Any) -> None:
-    """Patch one status field, only if it changes (None removes it)."""
+    """Patch one status field, only if it changes (None removes it).
+
+    Every status write passes here, so this is where anything shaped like a credential is
+    masked (``crontask_contract.redact``): messages come from pods, Jobs and the API server,
+    and the status is readable by many more people than the Secrets such text may come from.
+    """
+    value = redact_value(value)
     if current.get(key) != value:
         patch.status[key] = value
 
@@ -56,6 +67,7 @@ def _set(patch: kopf.Patch, current: Mapping[str, Any], key: str, value: Any) ->
 def _ready(ctx: Context, patch: kopf.Patch, body: kopf.Body, current: Mapping[str, Any],
            cond: Condition, generation: int | None, now: dt.datetime) -> None:
     """Set Ready; a new False (or a new warning) becomes one Warning event, not one per resync."""
+    cond = replace(cond, message=redact(cond.message))  # compared with the stored, masked one
     before = conditions.find(current.get("conditions") or [], READY) or {}
     changed = (before.get("status"), before.get("reason"), before.get("message")) != (
         cond.status, cond.reason, cond.message)
@@ -76,7 +88,8 @@ async def sync(ctx: Context, *, body: kopf.Body, patch: kopf.Patch, now: dt.date
     _set(patch, current, "observedGeneration", generation)
     try:
         spec = parse_spec(body.spec)
-        decision: Timing | Refusal = resolve(name, spec, now, namespace_recover_stale)
+        decision: Timing | Refusal = resolve(name, spec, now, namespace_recover_stale,
+                                             ctx.allowed_images)
     except (KeyError, TypeError, ValueError) as exc:
         decision = Refusal("InvalidSpec", f"invalid spec: {exc}")
 
@@ -88,6 +101,12 @@ async def sync(ctx: Context, *, body: kopf.Body, patch: kopf.Patch, now: dt.date
             if actual is not None and is_owned_by(actual, uid):
                 await ctx.kube.delete_cronjob(namespace, name, str(actual["metadata"]["uid"]))
                 logger.info("deleted CronJob %s: %s", name, decision.message)
+        elif decision.suspend_cronjob:
+            actual = await ctx.kube.get_cronjob(namespace, name)
+            if (actual is not None and is_owned_by(actual, uid)
+                    and not (actual.get("spec") or {}).get("suspend")):
+                await ctx.kube.suspend_cronjob(namespace, name, str(actual["metadata"]["uid"]))
+                logger.info("suspended CronJob %s (%s)", name, decision.reason)
         refused = Condition(READY, "False", decision.reason, decision.message)
         _ready(ctx, patch, body, current, refused, generation, now)
         _set(patch, current, "nextScheduleTime", None)

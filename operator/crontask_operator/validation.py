@@ -14,6 +14,7 @@ from typing import Final
 from crontask_contract.durations import duration_seconds, format_duration
 from crontask_contract.report import GONE_TASKS, gone_message
 from crontask_operator import names, schedule
+from crontask_operator.images import AllowList
 from crontask_operator.spec import CronTaskSpec
 
 MIN_STARTING_DEADLINE: Final = 60
@@ -38,6 +39,9 @@ class Refusal:
     message: str
     delete_cronjob: bool = field(default=False)
     """A retired task removes a CronJob left from an earlier, valid spec."""
+    suspend_cronjob: bool = field(default=False)
+    """A CronJob left from an earlier, valid spec must not run on (its image was allowed then,
+    but the CronTask now asks for something else): it is suspended until the spec is fixed."""
 
 
 def margin(seconds: int) -> int:
@@ -53,10 +57,20 @@ def process_limit(spec: CronTaskSpec, namespace_recover_stale: int | None) -> in
 
 
 def resolve(name: str, spec: CronTaskSpec, now: dt.datetime,
-            namespace_recover_stale: int | None = None) -> Timing | Refusal:
-    """Validate what the schema could not, and default the deadlines from the schedule."""
+            namespace_recover_stale: int | None = None,
+            allowed_images: AllowList | None = None) -> Timing | Refusal:
+    """Validate what the schema could not, and default the deadlines from the schedule.
+
+    ``allowed_images`` is the operator's ``--allowed-images``; without it only the default jobs
+    image's repository is allowed, so that forgetting to pass it never widens what runs.
+    """
     if spec.task in GONE_TASKS:
         return Refusal("TaskGone", gone_message(spec.task), delete_cronjob=True)
+    if spec.image is not None:
+        allowed = allowed_images or AllowList.parse((), names.DEFAULT_IMAGE)
+        refused = allowed.refusal(spec.image)
+        if refused is not None:
+            return Refusal("ImageNotAllowed", refused, suspend_cronjob=True)
     if len(name) > names.MAX_NAME_LENGTH:
         return Refusal("NameTooLong", f"the name {name!r} is longer than"
                        f" {names.MAX_NAME_LENGTH} characters; the CronJob controller appends 11")

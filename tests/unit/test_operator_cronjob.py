@@ -20,15 +20,17 @@ from crontask_operator.cronjob import (
     parse_quantity,
     task_args,
 )
+from crontask_operator.images import AllowList
 from crontask_operator.spec import parse_spec
 from crontask_operator.validation import Timing, resolve
 
 OWNER = Owner(name="process", namespace="ns", uid="uid-1")
+ALLOWED = AllowList.parse(["registry.example/*"], default_image=names.DEFAULT_IMAGE)
 
 
 def build(task: str = "process", **extra: Any) -> dict[str, Any]:
     spec = parse_spec(crontask_spec(task, **extra))
-    timing = resolve(OWNER.name, spec, NOW)
+    timing = resolve(OWNER.name, spec, NOW, allowed_images=ALLOWED)
     assert isinstance(timing, Timing), timing
     return build_cronjob(OWNER, spec, timing, JobDefaults())
 
