@@ -18,7 +18,8 @@ Shapes that are masked (the value becomes ``***``; everything else is kept):
 - ``key=value`` and ``"key": "value"`` pairs whose key ends with a credential word
   (``password``, ``passwd``, ``pwd``, ``secret``, ``token``, ``apikey``, ...; any case, so
   ``PGPASSWORD`` and ``sslpassword`` too): libpq's ``password=secret`` and
-  ``password = 'it''s \\' quoted'``, a query's ``?password=secret&...``, JSON and Python reprs;
+  ``password = 'it''s \\' quoted'``, a query's ``?password=secret&...`` (up to the next
+  ``&key=``), JSON and Python reprs;
 - HTTP credentials: ``Authorization: <scheme> <credentials>``, and ``Bearer <token>`` when the
   token looks like one (8 or more token characters, at least one digit).
 
@@ -54,7 +55,7 @@ _SECRET_WORDS: Final = (
 _SCHEME: Final = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://")
 _KEY: Final = r"[A-Za-z_][A-Za-z0-9_.\-]*"
 _BARE_PAIR: Final = re.compile(
-    rf"(?<![A-Za-z0-9_.\-\"'])(?P<key>{_KEY})[ \t]*=[ \t]*")
+    rf"(?<![A-Za-z0-9_.\-])(?P<key>{_KEY})[ \t]*=[ \t]*")
 _QUOTED_PAIR: Final = re.compile(
     rf"(?P<q>[\"'])(?P<key>{_KEY})(?P=q)[ \t]*[:=][ \t]*")
 _AUTHORIZATION: Final = re.compile(
@@ -212,8 +213,12 @@ def _is_secret_key(key: str) -> bool:
 _QUOTED_VALUE: Final = {
     q: re.compile(rf"(?:[^{q}\\]|\\.|{q}{q})*", re.DOTALL) for q in ("'", '"')}
 """The content of a quoted value: backslash escapes and libpq/SQL's doubled quote."""
-_BARE_END: Final = {stops: re.compile(rf"[\s{re.escape(stops)}]")
-                    for stops in ("", "&#;", ",}]", ",;\"'")}
+_BARE_END: Final = {
+    **{stops: re.compile(rf"[\s{re.escape(stops)}]") for stops in ("", ",}]", ",;\"'")},
+    "&": re.compile(rf"\s|&(?={_KEY}=)"),
+}
+"""Where a bare value ends: white space or a stop character; in a query string, the ``&``
+that starts the next ``key=`` (a raw ``&`` or ``#`` in a sloppy password is kept in)."""
 
 
 def _value_spans(text: str, starts: Iterator[tuple[int, str]]) -> Iterator[tuple[int, int]]:
@@ -237,8 +242,8 @@ def _pair_values(text: str) -> Iterator[tuple[int, int]]:
     def bare() -> Iterator[tuple[int, str]]:
         for match in _BARE_PAIR.finditer(text):
             if _is_secret_key(match.group("key")):
-                in_query = match.start() > 0 and text[match.start() - 1] in "?&;"
-                yield match.end(), "&#;" if in_query else ""
+                in_query = match.start() > 0 and text[match.start() - 1] in "?&"
+                yield match.end(), "&" if in_query else ""
 
     def quoted() -> Iterator[tuple[int, str]]:
         for match in _QUOTED_PAIR.finditer(text):

@@ -154,7 +154,7 @@ def test_rbac_is_cluster_wide_or_per_namespace() -> None:
     }
     scoped = render("watch.namespaces={team-a,team-b}")
     assert [r["metadata"]["name"] for r in by_kind(scoped, "ClusterRole")] == [
-        "crontask-crontask-view", "crontask-crontask-edit"], "only the aggregated user roles"
+        "crontask-view", "crontask-edit"], "only the aggregated user roles"
     assert by_kind(scoped, "ClusterRoleBinding") == []
     assert sorted(r["metadata"]["namespace"] for r in by_kind(scoped, "Role")) == [
         "team-a", "team-b"]
@@ -272,8 +272,8 @@ def test_admission_policy_reads_only_fields_the_crd_has() -> None:
 @needs_helm
 def test_aggregated_roles_let_people_manage_and_read_crontasks_without_secrets() -> None:
     docs = render()
-    view = named(docs, "ClusterRole", "crontask-crontask-view")
-    edit = named(docs, "ClusterRole", "crontask-crontask-edit")
+    view = named(docs, "ClusterRole", "crontask-view")
+    edit = named(docs, "ClusterRole", "crontask-edit")
     aggregate = "rbac.authorization.k8s.io/aggregate-to-"
     assert {k.removeprefix(aggregate) for k, v in view["metadata"]["labels"].items()
             if k.startswith(aggregate) and v == "true"} == {"view", "edit", "admin"}

@@ -40,7 +40,10 @@ from crontask_contract.redact import MASK, redact, redact_value
     ("password='never closed", "password='***"),
     ("postgresql://db/app?user=u&password=abc%26def&sslmode=require",
      "postgresql://db/app?user=u&password=***&sslmode=require"),
+    ("postgresql://db/app?password=raw&#chars&sslmode=require",
+     "postgresql://db/app?password=***&sslmode=require"),
     ("PGPASSWORD=abc sslpassword=def", "PGPASSWORD=*** sslpassword=***"),
+    ("(got scheme 'password=Sup3r')", "(got scheme 'password=***"),
     ("{'password': 'x y z', 'user': 'u'}", "{'password': '***', 'user': 'u'}"),
     ('{"apiToken": "abc123", "n": 1}', '{"apiToken": "***", "n": 1}'),
     ('{"client_secret": 12345}', '{"client_secret": ***}'),
@@ -204,11 +207,22 @@ def libpq_value(secret: str) -> str:
     return "'" + secret.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-@given(secret_keys, secrets_with_spaces, users, hosts, st.sampled_from(["=", " = ", "= "]))
+@given(secret_keys, secrets_with_spaces, users, hosts, st.sampled_from(["=", " = ", "= "]),
+       st.sampled_from([" ", "'", '"', "(", "[", "{", ",", ";", ":", "?", "&", "\n"]))
 def test_key_value_password_never_survives(key: str, secret: str, user: str, host: str,
-                                           equals: str) -> None:
-    template = f"connection to host={host} user={user} {key}{equals}{HOLE} dbname=app failed"
+                                           equals: str, before: str) -> None:
+    if before in "?&":
+        assume(not re.search(r"&[A-Za-z_][A-Za-z0-9_.-]*=", secret))  # a query's next pair
+    template = (f"connection to host={host} user={user}{before}{key}{equals}{HOLE} dbname=app"
+                " failed")
     assert not survives(secret, template, libpq_value(secret))
+
+
+@given(secret_keys, secrets)
+def test_a_pair_quoted_as_a_whole_never_survives(key: str, secret: str) -> None:
+    """What an error message quotes whole: got scheme 'password=...'."""
+    assume("'" not in secret)
+    assert not survives(secret, f"must start with postgresql:// (got scheme '{key}={HOLE}')")
 
 
 @given(hosts, users, secret_keys, secrets)
