@@ -7,6 +7,8 @@ skipped with the reason, and the cluster tier validates the chart server-side.
 
 from __future__ import annotations
 
+import copy
+import functools
 import glob
 import json
 import os
@@ -83,6 +85,13 @@ def helm(*args: str) -> str:
 
 
 def render(*sets: str, namespace: str = "crontask") -> list[dict[str, Any]]:
+    return copy.deepcopy(_rendered(sets, namespace))
+
+
+@functools.cache
+def _rendered(sets: tuple[str, ...], namespace: str) -> list[dict[str, Any]]:
+    """One `helm template` per distinct set of values for the whole session (it is the slow
+    part of these tests); callers get their own copy."""
     args = ["template", "crontask", str(CHART), "-n", namespace, "--include-crds"]
     for item in sets:
         args += ["--set", item]
