@@ -11,23 +11,17 @@ from hypothesis import HealthCheck, settings
 
 from tests.kube import cluster_skip_reason
 
-# Property tests run the same examples on every machine and never time out on a loaded one:
-# derandomized, bounded, no deadline, no example database written into the checkout.
-settings.register_profile(
-    "crontask", derandomize=True, max_examples=100, deadline=None, database=None,
-    print_blob=False, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("crontask")
-
 HERE = pathlib.Path(__file__).resolve().parent
 CLUSTER_TIERS = (HERE / "cluster", HERE / "e2e")
 
 # Deterministic (the same examples on every run and machine: a CI failure reproduces locally),
-# bounded (the unit tier stays quick on 2 cores), and without per-example deadlines (timing on a
-# shared machine must never fail a test). HYPOTHESIS_PROFILE=deep explores more, randomly.
-settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None,
+# bounded (the unit tier stays quick on 2 cores), without per-example deadlines (timing on a
+# shared machine must never fail a test) and without an example database written into the
+# checkout. HYPOTHESIS_PROFILE=deep explores more, randomly.
+settings.register_profile("ci", derandomize=True, max_examples=50, deadline=None,
                           database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("deep", max_examples=2000, deadline=None,
+settings.register_profile("deep", max_examples=5000, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

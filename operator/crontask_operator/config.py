@@ -17,6 +17,7 @@ import kopf
 
 from crontask_operator import defaults, names, quantities
 from crontask_operator.cronjob import JobDefaults
+from crontask_operator.images import AllowList, ImageError
 
 ENV_PREFIX = "CRONTASK_OPERATOR_"
 
@@ -26,6 +27,9 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch (globs allowed); empty: the whole cluster."""
     job_defaults: JobDefaults = field(default_factory=JobDefaults)
+    allowed_images: AllowList = field(
+        default_factory=lambda: AllowList.parse((), defaults.JOB_IMAGE))
+    """The images a CronTask's spec.image may name (the default job image always may)."""
     resync_interval: float = defaults.RESYNC_SECONDS
     """The safety resync of each CronTask; events do the real work."""
     resync_jitter: float = defaults.RESYNC_JITTER
@@ -85,6 +89,11 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated namespaces (globs allowed) to watch; empty: all")
     p.add_argument("--job-image", default=_env("job_image", base.job_defaults.image),
                    help="the jobs image when a CronTask names none")
+    p.add_argument("--allowed-images", default=_env("allowed_images", ""),
+                   help="comma-separated image patterns a CronTask's spec.image may name"
+                        " (repositories or globs: registry.example/team/*, repo:1.*,"
+                        " repo@sha256:...); empty: the repository of --job-image;"
+                        " '**' allows any image")
     p.add_argument("--job-image-pull-policy",
                    default=_env("job_image_pull_policy", base.job_defaults.image_pull_policy),
                    choices=["Always", "IfNotPresent", "Never"])
@@ -123,11 +132,16 @@ def from_args(argv: Sequence[str] | None = None) -> OperatorConfig:
     requests = args.job_requests if isinstance(args.job_requests, Mapping) \
         else _pairs(args.job_requests)
     limits = args.job_limits if isinstance(args.job_limits, Mapping) else _pairs(args.job_limits)
+    try:
+        allowed = AllowList.parse(args.allowed_images, default_image=args.job_image)
+    except ImageError as exc:
+        parser().error(f"--allowed-images/--job-image: {exc}")
     return OperatorConfig(
         namespaces=tuple(n.strip() for n in args.namespaces.split(",") if n.strip()),
         job_defaults=JobDefaults(image=args.job_image,
                                  image_pull_policy=args.job_image_pull_policy,
                                  requests=requests, limits=limits),
+        allowed_images=allowed,
         resync_interval=float(args.resync_interval),
         workers=int(args.workers),
         liveness_endpoint=args.liveness or None,

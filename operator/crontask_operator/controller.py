@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from crontask_operator import reconcile, schemacheck
+from crontask_operator import images, reconcile, schemacheck
 from crontask_operator.crd import status_schema
 from crontask_operator.cronjob import JobDefaults
 from crontask_operator.kube import AlreadyExists, NamespaceTerminating, Rejected, Stale
@@ -134,7 +134,7 @@ class Controller:
                  resync_seconds: float, resync_jitter: float = 0.2, workers: int = 4,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  rng: random.Random | None = None,
-                 checks: Sequence[reconcile.Check] = ()) -> None:
+                 checks: Sequence[reconcile.Check] | None = None) -> None:
         self.writer = writer
         self.job_defaults = job_defaults
         self.metrics = metrics
@@ -143,8 +143,11 @@ class Controller:
         self.worker_count = workers
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self.checks = tuple(checks)
-        """Extra policies on valid specs (see reconcile.Check)."""
+        self.checks = tuple(checks) if checks is not None else (
+            images.image_check(images.AllowList.parse((), job_defaults.image)),)
+        """Policies on valid specs (see reconcile.Check). Without any given, the image
+        allow-list admits only the default jobs image's repository: leaving it out never
+        widens what runs."""
         self.queue: WorkQueue[Key] = WorkQueue()
         self.caches: Caches | None = None
         self._triggers: dict[Key, str] = {}

@@ -28,7 +28,7 @@ import kopf
 from kubernetes_asyncio import client
 
 from crontask_contract.durations import DurationError, duration_seconds
-from crontask_operator import defaults, kube, names, outcomes
+from crontask_operator import defaults, images, kube, names, outcomes
 from crontask_operator.config import OperatorConfig
 from crontask_operator.controller import Caches, Controller, Key
 from crontask_operator.metrics import Metrics
@@ -103,7 +103,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         rt.controller = Controller(
             rt.kube, config.job_defaults, rt.metrics, resync_seconds=config.resync_interval,
             resync_jitter=config.resync_jitter, workers=config.workers,
-            clock=lambda: dt.datetime.now(dt.UTC))
+            clock=lambda: dt.datetime.now(dt.UTC),
+            checks=(images.image_check(config.allowed_images),))
         rt.controller.start()
 
     @kopf.on.cleanup(id="disconnect", registry=registry)

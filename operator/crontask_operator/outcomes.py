@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from crontask_contract.redact import redact
 from crontask_contract.report import (
     ReportError,
     RunReport,
@@ -50,10 +51,12 @@ MAX_TERMINATION_MESSAGE: Final = 16 * 1024
 
 
 def clean(value: Any, limit: int) -> str | None:
-    """A string fit for status: None unless a string; valid Unicode; at most ``limit``."""
+    """A string fit for status: None unless a string; valid Unicode; credential-shaped parts
+    masked (before clipping: a cut could leave half a password no shape recognises); at most
+    ``limit`` characters."""
     if not isinstance(value, str):
         return None
-    text = value.encode("utf-8", "replace").decode("utf-8")
+    text = redact(value.encode("utf-8", "replace").decode("utf-8"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

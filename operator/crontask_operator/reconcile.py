@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from crontask_contract.redact import redact, redact_value
 from crontask_operator import conditions, schedule, status
 from crontask_operator.conditions import READY, Condition
 from crontask_operator.cronjob import APPLIED_HASH, JobDefaults, Manifest, Owner, build_cronjob
@@ -254,6 +255,7 @@ def desired_status(obs: Observed, plan: CronJobPlan, outcome: CronJobOutcome,
     if obs.generation is not None:
         new["observedGeneration"] = obs.generation
     ready = _ready(obs, plan, outcome)
+    ready = replace(ready, message=redact(ready.message))  # compared with the stored, masked one
     before = conditions.find(_conditions(current), READY) or {}
     if (before.get("status"), before.get("reason"), before.get("message")) != (
             ready.status, ready.reason, ready.message) and (
@@ -305,6 +307,11 @@ def desired_status(obs: Observed, plan: CronJobPlan, outcome: CronJobOutcome,
     last = new.get("lastRun") if isinstance(new.get("lastRun"), Mapping) else None
     conds = conditions.set_condition(conds, status.healthy(last), obs.generation, stamp)
     new["conditions"] = conds
+    # The one place every status value and event passes: whatever a pod, a Job or the API
+    # server put in a message, nothing shaped like a credential reaches the CronTask (readable
+    # by far more people than the Secrets such text may come from). Idempotent, so a status
+    # already masked compares equal and a no-op reconcile still writes nothing.
+    new = redact_value(new)
     events = [Event(e.type, e.reason, clean(e.message, 1024) or "") for e in events]
     return StatusDecision(new, tuple(events), folded.new_runs, requeue, missed_job)
 

@@ -329,7 +329,8 @@ def test_helm_uninstall_leaves_nothing_behind(release: str, namespace: str) -> N
     def leftovers() -> list[str]:
         return (kubectl("get", "all,serviceaccounts,roles,rolebindings,configmaps,secrets",
                         "-n", namespace, "-l", selector, "-o", "name").stdout.split()
-                + kubectl("get", "clusterroles,clusterrolebindings", "-l", selector,
+                + kubectl("get", "clusterroles,clusterrolebindings,validatingadmissionpolicies,"
+                          "validatingadmissionpolicybindings", "-l", selector,
                           "-o", "name").stdout.split()
                 + kubectl("get", "cronjobs", "-n", namespace, "-o", "name").stdout.split())
 

@@ -7,6 +7,8 @@ skipped with the reason, and the cluster tier validates the chart server-side.
 
 from __future__ import annotations
 
+import copy
+import functools
 import glob
 import json
 import os
@@ -86,6 +88,13 @@ def helm(*args: str) -> str:
 
 
 def render(*sets: str, namespace: str = "crontask") -> list[dict[str, Any]]:
+    return copy.deepcopy(_rendered(sets, namespace))
+
+
+@functools.cache
+def _rendered(sets: tuple[str, ...], namespace: str) -> list[dict[str, Any]]:
+    """One `helm template` per distinct set of values for the whole session (it is the slow
+    part of these tests); callers get their own copy."""
     args = ["template", "crontask", str(CHART), "-n", namespace, "--include-crds"]
     for item in sets:
         args += ["--set", item]
@@ -136,10 +145,15 @@ def test_every_workload_is_restricted() -> None:
     assert all(p.get("automountServiceAccountToken") is False for p in pods[1:])
 
 
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+    return found
+
+
 @needs_helm
 def test_rbac_is_cluster_wide_or_per_namespace() -> None:
     docs = render()
-    (role,) = by_kind(docs, "ClusterRole")
+    role = named(docs, "ClusterRole", "crontask-operator")
     verbs = {(r["apiGroups"][0], res): set(r["verbs"])
              for r in role["rules"] for res in r["resources"]}
     assert verbs == {
@@ -152,7 +166,9 @@ def test_rbac_is_cluster_wide_or_per_namespace() -> None:
         ("", "events"): {"create"},
     }
     scoped = render("watch.namespaces={team-a,team-b}")
-    assert by_kind(scoped, "ClusterRole") == [] and by_kind(scoped, "ClusterRoleBinding") == []
+    assert [r["metadata"]["name"] for r in by_kind(scoped, "ClusterRole")] == [
+        "crontask-view", "crontask-edit"], "only the aggregated user roles"
+    assert by_kind(scoped, "ClusterRoleBinding") == []
     assert sorted(r["metadata"]["namespace"] for r in by_kind(scoped, "Role")) == [
         "team-a", "team-b"]
     (deploy,) = by_kind(scoped, "Deployment")
@@ -234,3 +250,128 @@ def test_the_packaged_chart_installs_without_the_repository(tmp_path: Path) -> N
         for path in ("charts/", "examples/", "crds/", "hack/"):
             assert path not in notes, (path, notes)
         assert "helm show crds CHART" in notes
+
+
+# --- issue 9: a CronTask gives its author no power they do not already have ----------------
+
+POLICY = "crontask-author-rights"
+
+
+@needs_helm
+def test_admission_policy_is_on_by_default_and_binds_the_watched_namespaces() -> None:
+    docs = render()
+    policy = named(docs, "ValidatingAdmissionPolicy", POLICY)
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"]) == (["crontask.dev"], ["crontasks"])
+    assert sorted(rule["operations"]) == ["CREATE", "UPDATE"]
+    binding = named(docs, "ValidatingAdmissionPolicyBinding", POLICY)
+    assert binding["spec"]["policyName"] == POLICY
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {}, "all namespaces"
+    scoped = named(render("watch.namespaces={team-a,team-b}"),
+                   "ValidatingAdmissionPolicyBinding", POLICY)
+    (expr,) = scoped["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+    assert expr == {"key": "kubernetes.io/metadata.name", "operator": "In",
+                    "values": ["team-a", "team-b"]}
+    off = render("admissionPolicy.enabled=false")
+    assert by_kind(off, "ValidatingAdmissionPolicy") == []
+    assert by_kind(off, "ValidatingAdmissionPolicyBinding") == []
+    audit = render("admissionPolicy.validationActions={Warn,Audit}")
+    assert named(audit, "ValidatingAdmissionPolicyBinding", POLICY)["spec"][
+        "validationActions"] == ["Warn", "Audit"]
+    other = render("fullnameOverride=team-crontask")
+    assert by_kind(other, "ValidatingAdmissionPolicy")[0]["metadata"]["name"] == (
+        "team-crontask-author-rights"), "cluster-scoped names follow the release"
+
+
+@needs_helm
+def test_admission_policy_checks_each_right_with_its_own_message() -> None:
+    spec = named(render(), "ValidatingAdmissionPolicy", POLICY)["spec"]
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert "authorizer.group('batch').resource('jobs')" in variables["mayCreateJobs"]
+    assert ".check('create').allowed()" in variables["mayCreateJobs"]
+    assert "authorizer.group('').resource('secrets')" in variables["mayGetSecret"]
+    assert ".name(variables.secretName).check('get').allowed()" in variables["mayGetSecret"]
+    checks = {v["messageExpression"].split(":")[0].strip("' "): v["expression"]
+              for v in spec["validations"]}
+    assert checks == {
+        "spec.image": "!variables.imageChanged || variables.mayCreateJobs",
+        "spec.env": "!variables.envChanged || variables.mayCreateJobs",
+        "spec.process.pipeline": "!variables.pipelineChanged || variables.mayCreateJobs",
+        "spec.database.secretKeyRef": "!variables.secretChanged || variables.mayGetSecret",
+    }
+    for validation in spec["validations"]:
+        assert validation["reason"] == "Forbidden"
+        assert validation["message"] and "may not" in validation["messageExpression"]
+
+
+@needs_helm
+def test_admission_policy_reads_only_fields_the_crd_has() -> None:
+    """A renamed CRD field would make has() false and the policy check nothing: every spec path
+    the policy reads must exist in the CRD's schema."""
+    import re
+
+    spec = named(render(), "ValidatingAdmissionPolicy", POLICY)["spec"]
+    text = json.dumps(spec)
+    found = re.findall(r"(?:oldObject|object)\.spec((?:\.[A-Za-z]+)+)(\(?)", text)
+    paths = {path.rsplit(".", 1)[0] if call else path for path, call in found}
+    assert {".image", ".env", ".process.pipeline", ".database.secretKeyRef.name",
+            ".database.secretKeyRef.key"} <= paths
+    for path in paths:
+        node = crd.spec_schema()
+        for part in path.strip(".").split("."):
+            assert part in node.get("properties", {}), f"spec{path} is not in the CRD"
+            node = node["properties"][part]
+
+
+@needs_helm
+def test_aggregated_roles_let_people_manage_and_read_crontasks_without_secrets() -> None:
+    docs = render()
+    view = named(docs, "ClusterRole", "crontask-view")
+    edit = named(docs, "ClusterRole", "crontask-edit")
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k.removeprefix(aggregate) for k, v in view["metadata"]["labels"].items()
+            if k.startswith(aggregate) and v == "true"} == {"view", "edit", "admin"}
+    assert {k.removeprefix(aggregate) for k, v in edit["metadata"]["labels"].items()
+            if k.startswith(aggregate) and v == "true"} == {"edit", "admin"}
+
+    def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+        return {(g, r): set(rule["verbs"]) for rule in role["rules"]
+                for g in rule["apiGroups"] for r in rule["resources"]}
+
+    assert grants(view) == {("crontask.dev", "crontasks"): {"get", "list", "watch"},
+                            ("crontask.dev", "crontasks/status"): {"get", "list", "watch"}}
+    assert grants(edit)[("crontask.dev", "crontasks")] >= {"create", "update", "patch",
+                                                          "delete"}
+    assert grants(edit)[("crontask.dev", "crontasks/status")] == {"get", "list", "watch"}, (
+        "people never write the operator's status")
+    for role in (view, edit):
+        assert all(g == "crontask.dev" for g, _ in grants(role)), "no Secrets, nothing else"
+    assert [r["metadata"]["name"] for r in by_kind(render("rbac.aggregatedRoles=false"),
+                                                   "ClusterRole")] == ["crontask-operator"]
+
+
+@needs_helm
+def test_allowed_images_default_to_the_jobs_image_repository() -> None:
+    def args(*sets: str) -> list[str]:
+        (deploy,) = by_kind(render(*sets), "Deployment")
+        return list(deploy["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    assert "--allowed-images=crontask-jobs" in args()
+    assert "--allowed-images=registry.example/crontask-jobs" in args(
+        "jobs.image.registry=registry.example")
+    assert "--allowed-images=registry.example/team/*,ghcr.io/org/jobs:1.*" in args(
+        "jobs.allowedImages={registry.example/team/*,ghcr.io/org/jobs:1.*}")
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("admissionPolicy", "validationActions"), ["Deny", "Warn"]),
+    (("admissionPolicy", "validationActions"), []),
+    (("admissionPolicy", "failurePolicy"), "Sometimes"),
+    (("jobs", "allowedImages"), ["a,b"]),
+    (("jobs", "allowedImages"), ["with space"]),
+])
+def test_schema_refuses_bad_security_values(path: tuple[str, ...], value: Any) -> None:
+    test_schema_refuses_bad_values(path, value)

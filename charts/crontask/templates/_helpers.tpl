@@ -116,3 +116,19 @@ seccompProfile:
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/* The name of the ValidatingAdmissionPolicy and its binding (cluster-scoped). */}}
+{{- define "crontask.admissionPolicyName" -}}
+{{- include "crontask.fullname" . }}-author-rights
+{{- end }}
+
+{{/* --allowed-images: jobs.allowedImages, or the repository of the jobs image (any tag). */}}
+{{- define "crontask.allowedImages" -}}
+{{- if .Values.jobs.allowedImages }}
+{{- join "," .Values.jobs.allowedImages }}
+{{- else if .Values.jobs.image.registry }}
+{{- printf "%s/%s" .Values.jobs.image.registry .Values.jobs.image.repository }}
+{{- else }}
+{{- .Values.jobs.image.repository }}
+{{- end }}
+{{- end }}
