@@ -25,8 +25,8 @@ each user is found once. That pass cannot skip a row and still know where the ch
 when it meets someone's lock it fails at once (nothing waits), is rolled back, and the same
 chunk is taken by the exact scan instead: an unlocked page of the index, then its rows locked
 `SKIP LOCKED` (READ COMMITTED), the page's candidates minus what was locked counted as
-skipped. After a chunk that skipped someone the next one starts with the exact scan too.
-`exact_chunks` in the run's result says how often that happened.
+skipped. After a failed attempt the next 1, 2, 4 ... 64 chunks go straight to the exact scan
+(`_Contention`); `exact_chunks` in the run's result says how many did.
 
 **Chunk size.** 5,000 users: a chunk holds its locks for about 0.1-0.2 s on two cores (the
 run's result records the longest, `longest_chunk_ms`), and the per-chunk cost (three round
@@ -258,27 +258,25 @@ async def decay_all(conn: AsyncConnection, options: DecayOptions, now: datetime,
                     execution_id: uuid.UUID, progress: Progress) -> None:
     """Every chunk of every chapter, then the active users at 0; one transaction each."""
     cap_cents = cents(options.max_decay_per_run)
+    contention = _Contention()
     for chapter, rule in sorted(CHAPTER_RULES.items()):
         after: tuple[Any, Any] = _FIRST_KEY
-        exact = False
         while True:
             params = {"chapter": chapter, "rate": rule.rate_per_hour,
                       "grace_s": rule.grace.total_seconds(), "cap_cents": cap_cents, "now": now,
                       "after_t": after[0], "after_id": after[1], "chunk": options.chunk_size,
                       "execution_id": execution_id}
             row = None
-            if not exact:
+            if contention.try_one_pass():
                 try:
                     row = await _chunk(conn, DECAY_CHUNK, params, "REPEATABLE READ", progress)
                 except DBAPIError as exc:
                     if classify(exc).reason not in _MET_A_LOCK:
                         raise
-            if row is None:  # someone holds (or just changed) a user of this chunk
+                contention.one_pass_done(met_a_lock=row is None)
+            if row is None:
                 row = await _chunk(conn, DECAY_CHUNK_EXACT, params, "READ COMMITTED", progress)
                 progress.exact_chunks += 1
-                exact = row.skipped > 0  # while locks are met, skip the attempt that fails
-            else:
-                exact = False
             progress.chunks += 1
             progress.decayed += row.decayed
             progress.game_over += row.game_over
@@ -295,6 +293,28 @@ async def decay_all(conn: AsyncConnection, options: DecayOptions, now: datetime,
         if row.ended < options.chunk_size:
             progress.skipped += row.remaining - row.ended
             break
+
+
+@dataclass
+class _Contention:
+    """When to try the one-pass chunk: always, until it meets a lock; then again only after
+    1, 2, 4 ... 64 chunks by the exact scan, so steady contention (many pipelines touching
+    users) costs a failed attempt now and then, not one per chunk."""
+
+    wait: int = 0
+    backoff: int = 1
+
+    def try_one_pass(self) -> bool:
+        if self.wait == 0:
+            return True
+        self.wait -= 1
+        return False
+
+    def one_pass_done(self, *, met_a_lock: bool) -> None:
+        if met_a_lock:
+            self.wait, self.backoff = self.backoff, min(self.backoff * 2, 64)
+        else:
+            self.backoff = 1
 
 
 async def _chunk(conn: AsyncConnection, statement: sa.TextClause, params: dict[str, Any],
