@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The bench's own server: sized for the data (shared_buffers) and for long writes (max_wal_size),
 # with pg_stat_statements for the process profile. Durability off, as in hack/postgres.sh:
 # a benchmark of the jobs and of PostgreSQL's own floor, not of a disk.
-SERVER_OPTIONS = ("-c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min"
+SERVER_OPTIONS = ("-c shared_buffers=1GB -c max_wal_size=4GB -c checkpoint_timeout=30min"
                   " -c shared_preload_libraries=pg_stat_statements -c track_io_timing=on")
 # Trust authentication ignores it, but the jobs parse and mask it as they would in production.
 BENCH_PASSWORD = "bench-secret-not-used"
