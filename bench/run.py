@@ -213,7 +213,9 @@ def pg_statements(db: URL, top: int = 8) -> list[Result]:
 
 
 def bench_process_default(server: URL, conversations: int, messages: int,
-                          concurrencies: list[int]) -> Result:
+                          concurrencies: list[int], profiled: int) -> Result:
+    """Throughput of the default pipeline at each concurrency (no profiler), then one run of
+    `profiled` conversations under cProfile, with the server's side from pg_stat_statements."""
     out: Result = {"conversations": conversations, "messages": messages, "runs": []}
     template = dbs.create(server, "crontask_bench_pipeline")
     try:
@@ -231,11 +233,20 @@ def bench_process_default(server: URL, conversations: int, messages: int,
                 say(f"process, default pipeline: {conversations:,} conversations,"
                     f" concurrency {concurrency}")
                 r = job(db, "process", {"batch": conversations, "concurrency": concurrency,
-                                        "pipeline": "default", "profile": True})
+                                        "pipeline": "default"})
                 assert r["counts"]["processed"] == conversations, r["counts"]
                 r["concurrency"] = concurrency
                 r["sql"] = pg_statements(db) if statements else []
                 out["runs"].append(r)
+        with dbs.copy_of(template, "profiled") as db:
+            concurrency = concurrencies[-1]
+            say(f"process, default pipeline under cProfile: {profiled:,} conversations,"
+                f" concurrency {concurrency}")
+            r = job(db, "process", {"batch": profiled, "concurrency": concurrency,
+                                    "pipeline": "default", "profile": True})
+            r["concurrency"] = concurrency
+            r["batch"] = profiled
+            out["profiled"] = r
     finally:
         dbs.drop(template)
     return out
@@ -387,17 +398,21 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
                   f" | {r['startup_seconds']:.2f} s | {r['python_cpu_seconds']:.2f} s | {stage}"
                   f" | {mib(r['peak_rss_kib'])} |")
         for r in default["runs"]:
-            p = r["profile"]
-            print(f"\nProfile at concurrency {r['concurrency']} (Python, own time by package):"
-                  f" {', '.join(f'{k} {v:.2f} s' for k, v in p['by_area_s'].items())}")
-            for f in p["top"][:8]:
-                print(f"    {f['own_s']:6.2f} s own {f['cum_s']:6.2f} s cum {f['calls']:>8,}"
-                      f"  {f['function']}")
             if r["sql"]:
-                print("  SQL (server time):")
+                print(f"\nServer time by statement at concurrency {r['concurrency']}"
+                      " (pg_stat_statements):")
                 for q in r["sql"]:
                     print(f"    {q['total_ms']:>7,} ms {q['calls']:>7,} calls"
                           f" {q['mean_ms']:7.3f} ms  {q['query']}")
+        r = default.get("profiled")
+        if r:
+            p = r["profile"]
+            print(f"\nProfile of {r['batch']:,} conversations at concurrency {r['concurrency']}"
+                  f" under cProfile (which slows Python about 2x): Python time by package:"
+                  f" {', '.join(f'{k} {v:.2f} s' for k, v in p['by_area_s'].items())}")
+            for f in p["top"]:
+                print(f"    {f['own_s']:6.2f} s own {f['cum_s']:6.2f} s cum {f['calls']:>8,}"
+                      f"  {f['function']}")
 
 
 def main() -> None:
@@ -416,6 +431,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.05, help="stage latency, seconds")
     ap.add_argument("--pipeline-conversations", type=int, default=10_000)
     ap.add_argument("--pipeline-messages", type=int, default=8)
+    ap.add_argument("--profiled-conversations", type=int, default=2000)
     ap.add_argument("--json", type=Path, help="also write every figure to this file")
     args = ap.parse_args()
     parts = set(args.only or ["sizes", "process", "race"])
@@ -435,7 +451,8 @@ def main() -> None:
             results["process_ideal"] = bench_process_ideal(
                 url, args.process_batch, args.latency, concurrencies, naive_sample=100)
             results["process_default"] = bench_process_default(
-                url, args.pipeline_conversations, args.pipeline_messages, concurrencies)
+                url, args.pipeline_conversations, args.pipeline_messages, concurrencies,
+                profiled=args.profiled_conversations)
         results["sizes"] = []
         if "sizes" in parts:
             for rows in sizes:
