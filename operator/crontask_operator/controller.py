@@ -36,10 +36,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from crontask_operator import reconcile, schemacheck
+from crontask_operator import reconcile, schemacheck, taskmetrics
 from crontask_operator.crd import status_schema
 from crontask_operator.cronjob import JobDefaults
 from crontask_operator.kube import AlreadyExists, NamespaceTerminating, Rejected, Stale
+from crontask_operator.leader import NotLeading
 from crontask_operator.metrics import Metrics
 from crontask_operator.outcomes import JobResult, PodResult, run_of
 from crontask_operator.patches import merge_patch
@@ -172,6 +173,16 @@ class Controller:
             log.debug("queued %s/%s (%s)", key[0], key[1], trigger)
         self.metrics.queue_depth.set(len(self.queue))
 
+    def enqueue_all(self, trigger: str) -> int:
+        """Queue every CronTask in the cache (a replica that starts leading takes over the whole
+        world, not only what changed since it started); returns how many."""
+        if self.caches is None:
+            return 0
+        keys = sorted(k for k in self.caches.crontasks if isinstance(k, tuple))
+        for key in keys:
+            self.enqueue(key, trigger)
+        return len(keys)
+
     def crontask_event(self, key: Key, event_type: str | None, body: Mapping[str, Any]) -> bool:
         """A CronTask changed. Queue it unless only its status moved (our own write's echo);
         a recover task's change also queues every process task of its namespace (their
@@ -280,6 +291,10 @@ class Controller:
                 result = await self.reconcile_key(key, trigger)
             except asyncio.CancelledError:
                 raise
+            except NotLeading as exc:
+                # This replica may not write any more: it stops for good (see leader).
+                log.warning("worker %d stops: %s", number, exc)
+                return
             except Stale:
                 self.metrics.errors.labels("Stale").inc()
                 result = "stale"
@@ -376,6 +391,7 @@ class Controller:
         obs = self.observe(key)
         if obs is None:
             self.forget(key)
+            self.metrics.crontasks.remove(*key)
             return "gone"
         now = self.clock()
         plan = reconcile.plan_cronjob(obs, self.job_defaults, now, self.checks)
@@ -405,6 +421,7 @@ class Controller:
         for event in decision.events:
             await self.writer.post_event(involved, event.type, event.reason, event.message)
         self._count(obs, decision, now)
+        self._export(key, obs, decision.status, plan)
         self.queue.forget(key)
         if decision.requeue_after is not None:
             self._later(key, decision.requeue_after, "requeue")
@@ -493,12 +510,22 @@ class Controller:
             del self._tombstones[key]
         return dropped
 
+    def _export(self, key: Key, obs: Observed, status: Mapping[str, Any],
+                plan: CronJobPlan) -> None:
+        """The CronTask's alerting series, from the status just written (or found unchanged)."""
+        meta = (self._crontask(key) or {}).get("metadata") or {}
+        interval = plan.timing.shortest_interval if plan.timing is not None else None
+        self.metrics.crontasks.set(taskmetrics.task_series(
+            obs.namespace, obs.name, {"metadata": meta, "spec": obs.spec, "status": status},
+            interval))
+
     def _count(self, obs: Observed, decision: reconcile.StatusDecision, now: dt.datetime) -> None:
         task = str((obs.spec or {}).get("task", "")) if isinstance(obs.spec, Mapping) else ""
         for run in decision.new_runs:
             self.metrics.runs.labels(obs.namespace, task, run.outcome).inc()
             for stage, errors in run.stage_errors.items():
-                self.metrics.stage_errors.labels(obs.namespace, task, stage).inc(errors.count)
+                self.metrics.stage_errors.labels(
+                    obs.namespace, task, self.metrics.stage_label(stage)).inc(errors.count)
             if run.completion_time:
                 finished = dt.datetime.fromisoformat(run.completion_time.replace("Z", "+00:00"))
                 self.metrics.fold_latency.observe(max(0.0, (now - finished).total_seconds()))

@@ -100,10 +100,9 @@ def test_settings_use_our_names_and_post_no_events_of_kopfs_own() -> None:
     assert settings.posting.enabled is False
     assert settings.watching.server_timeout and settings.watching.client_timeout
     assert settings.peering.standalone
-    peered = cfg.kopf_settings(cfg.from_args(["--peering", "crontask", "--namespaces", "a,b"]))
-    assert peered.peering.name == "crontask"
-    assert not peered.peering.standalone
-    assert not peered.peering.clusterwide
+    elected = cfg.kopf_settings(cfg.from_args(["--leader-election=true", "--namespaces", "a,b"]))
+    assert elected.peering.standalone, "replicas take turns through a Lease, never Kopf peering"
+    assert not elected.peering.clusterwide
     assert settings.scanning.disabled, "no CRD/namespace watching needed for exact namespaces"
     globbed = cfg.kopf_settings(cfg.from_args(["--namespaces", "team-*"]))
     assert not globbed.scanning.disabled, "globs need Kopf's namespace scanning"
