@@ -154,6 +154,8 @@ class Controller:
         """Why a key will be queued later: resync, requeue or retry."""
         self._generations: dict[Key, Any] = {}
         self._tasks_by_key: dict[Key, str] = {}
+        self._recover_floors: dict[str, int | None] = {}
+        """Each namespace's recover threshold as last seen (None: no recover task)."""
         self._crontask_overlay: dict[Key, _Overlay] = {}
         self._cronjob_overlay: dict[Key, _Overlay] = {}
         self._written_cronjob_rv: dict[Key, str] = {}
@@ -184,9 +186,11 @@ class Controller:
         return len(keys)
 
     def crontask_event(self, key: Key, event_type: str | None, body: Mapping[str, Any]) -> bool:
-        """A CronTask changed. Queue it unless only its status moved (our own write's echo);
-        a recover task's change also queues every process task of its namespace (their
-        deadlines depend on its threshold)."""
+        """A CronTask changed. Queue it unless only its status moved (our own write's echo).
+        When a recover task's change moves its namespace's recover threshold (the shortest
+        staleAfter of its recover tasks), every process task of the namespace is queued too:
+        their deadlines depend on it. Only then: applying N recover and M process tasks at once
+        costs N + M reconciles, not N x M."""
         self._passed(self._crontask_overlay, key, body, event_type)
         meta = body.get("metadata") or {}
         spec = body.get("spec")
@@ -203,10 +207,23 @@ class Controller:
             self._tasks_by_key[key] = task
         if changed:
             self.enqueue(key, "crontask")
-            if "recover" in (task, previous_task):
+            if "recover" in (task, previous_task) and self._recover_floor_moved(key[0]):
                 for other in self._process_tasks(key[0]):
                     self.enqueue(other, "recover")
         return changed
+
+    def _recover_floor_moved(self, namespace: str) -> bool:
+        """Whether the namespace's recover threshold differs from the one last seen (Kopf
+        updates its indexes before it passes the event on)."""
+        if self.caches is None:
+            return True
+        thresholds = list(self.caches.recover_thresholds[namespace]) \
+            if namespace in self.caches.recover_thresholds else []
+        floor = min(thresholds) if thresholds else None
+        if namespace in self._recover_floors and self._recover_floors[namespace] == floor:
+            return False
+        self._recover_floors[namespace] = floor
+        return True
 
     def _process_tasks(self, namespace: str) -> list[Key]:
         if self.caches is None or namespace not in self.caches.tasks:

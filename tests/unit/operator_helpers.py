@@ -139,9 +139,11 @@ class World:
 
     # -- the watch: caches and events -----------------------------------------------------
     def deliver(self) -> None:
-        """Bring every cache up to date and tell the controller, as the watches do."""
+        """Bring every cache up to date and tell the controller, as the watches do (Kopf
+        updates its indexes before it passes an event to the handlers)."""
         seen = {k: v["metadata"].get("resourceVersion") for k, v in self.objects.items()
                 if k[0] in ("CronTask", "CronJob")}
+        self._fill_caches()
         for kind, ns, name in self._delivered:
             if (kind, ns, name) not in seen:
                 gone = {"metadata": {"name": name, "namespace": ns}}
@@ -157,7 +159,6 @@ class World:
                 else:
                     self.controller.cronjob_event((ns, name), body, "MODIFIED")
         self._delivered = seen
-        self._fill_caches()
 
     def _fill_caches(self) -> None:
         c = self.caches
