@@ -260,7 +260,7 @@ class LeaderElector:
                 raise
             except Exception as exc:  # the API server may be away: try again next period
                 log.warning("Lease %s/%s: %s", self.namespace, self.name,
-                            getattr(exc, "status", None) or exc)
+                            getattr(exc, "status", None) or str(exc) or type(exc).__name__)
             if was_leading and not self.leading():
                 await self._lose(self._why or "could not renew the Lease within the renew"
                                  " deadline")
@@ -344,4 +344,4 @@ class LeaderElector:
             log.info("released Lease %s/%s", self.namespace, self.name)
         except Exception as exc:
             log.warning("could not release Lease %s/%s (it will expire): %s", self.namespace,
-                        self.name, getattr(exc, "status", None) or exc)
+                        self.name, getattr(exc, "status", None) or str(exc) or type(exc).__name__)
