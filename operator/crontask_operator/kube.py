@@ -212,6 +212,20 @@ class Kube:
                         involved["name"], getattr(exc, "status", exc))
 
 
+    async def find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Our CronJob or a CronTask if it exists now (``kind``: cronjobs or crontasks): a
+        list narrowed to the name, as the operator may list but not get; a read, no fence."""
+        selector = f"metadata.name={name}"
+        if kind == "cronjobs":
+            found = _plain(self._client, await self._batch.list_namespaced_cron_job(
+                namespace, label_selector=names.LABEL_CRONTASK, field_selector=selector))
+        else:
+            found = await self._custom.list_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.PLURAL, field_selector=selector)
+        items = found.get("items") or []
+        return dict(items[0]) if items else None
+
+
 class Leases:
     """The Lease requests of leader election (``leader.LeaseApi``): a missing Lease is None on
     ``get``, a conflict (another writer came first) is None on ``create`` and ``replace``."""
