@@ -159,13 +159,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     @kopf.on.cleanup(id="disconnect", registry=registry)
     async def disconnect(**_: Any) -> None:
         """Workers first (no write after this), then the Lease (released if held, so a standby
-        takes over at once), then the connection."""
+        takes over at once), then the connection. Last, the stop flag is raised: Kopf waits
+        for a threading.Event in an executor thread, and the event loop cannot close (nor the
+        process exit on SIGTERM) while that thread still waits."""
         if rt.controller is not None:
             await rt.controller.stop()
         if rt.elector is not None:
             await rt.elector.stop()
         if rt.kube is not None:
             await rt.kube.close()
+        if rt.stop_flag is not None:
+            rt.stop_flag.set()
 
     @kopf.on.probe(id="crontasks", registry=registry)
     def probe(**_: Any) -> bool:
