@@ -283,6 +283,21 @@ class World:
         return sorted(out)
 
 
+TIMINGS: dict[str, dict[str, float]] = {}
+"""Every figure the tier noted, for the summary at the end of the run."""
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The chaos tier's figures at the end of the run (pytest captures the tests' own prints
+    unless -s)."""
+    if TIMINGS:
+        terminalreporter.section("chaos: time to converge and to take over")
+        for what, figures in TIMINGS.items():
+            terminalreporter.line(f"{what}: " + ", ".join(
+                f"{k} {v:.1f}s" if k.endswith("_seconds") else f"{k} {v:g}"
+                for k, v in figures.items()))
+
+
 def image_values(component: str, image: str) -> list[str]:
     repository, _, tag = image.rpartition(":")
     return ["--set", f"{component}.image.repository={repository}",
@@ -317,7 +332,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
          *image_values("jobs", os.environ.get("CRONTASK_JOBS_IMAGE", "crontask-jobs:dev")),
          "--set", "operator.replicaCount=2",
          "--set", f"watch.namespaces={{{','.join(namespaces)}}}", timeout=300)
-    state = World(system, namespaces, ledger)
+    state = World(system, namespaces, ledger, timings=TIMINGS)
     try:
         yield state
     finally:
