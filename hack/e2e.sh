@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cluster tier: bring up the chosen Kubernetes backend (hack/cluster/e2e-env.sh), run the
-# operator's cluster tests and the e2e suite against it, keep component logs when a test fails,
-# and take a local cluster down again unless CRONTASK_E2E_KEEP=1.
+# operator's cluster tests, the e2e suite and, on the local backend, last, the chaos tier against
+# it (pytest arguments pass through: `hack/e2e.sh -k chaos`), keep component logs when a test
+# fails, and take a local cluster down again unless CRONTASK_E2E_KEEP=1.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -25,10 +26,14 @@ teardown() {
 }
 trap teardown EXIT
 
+suites=(tests/cluster tests/e2e)
+# The chaos tier kills and restarts the cluster's processes on this machine: local only.
+if [ "$CRONTASK_E2E_BACKEND" = local ]; then suites+=(tests/chaos); fi
+
 rc=0
 # shellcheck disable=SC2086
 $CRONTASK_E2E_EXEC env CRONTASK_E2E=1 CRONTASK_E2E_ARTIFACTS="$artifacts" \
-  "$repo/.venv/bin/python" -m pytest -m e2e tests/cluster tests/e2e "$@" || rc=$?
+  "$repo/.venv/bin/python" -m pytest -m "e2e or chaos" "${suites[@]}" "$@" || rc=$?
 if [ "$rc" -ne 0 ] && [ "$CRONTASK_E2E_BACKEND" = local ]; then
   ./hack/cluster/cluster.sh logs "$artifacts/cluster-logs" >/dev/null 2>&1 || true
   echo "e2e: component logs kept in $artifacts/cluster-logs" >&2

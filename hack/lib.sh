@@ -9,6 +9,12 @@ CRONTASK_CACHE="${CRONTASK_CACHE:-/var/cache/crontask}"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+# promtool (checks and unit-tests the chart's alerting rules): the Prometheus Go module's
+# v0.MAJORMINOR.PATCH is Prometheus MAJOR.MINOR.PATCH (v0.316.0 = 3.16.0).
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
+# The ServiceMonitor and PrometheusRule CRDs the chart's templates are validated against, from
+# the Prometheus Operator's Go module (example/prometheus-operator-crd/).
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 
 export PATH="/usr/local/go/bin:${PATH}"
 
@@ -70,6 +76,11 @@ go_version_short() { go env GOVERSION 2>/dev/null || echo unknown; }
 # Directory holding the pinned binaries (keyed by every version that goes in).
 tools_bin_dir() {
   echo "${CRONTASK_CACHE}/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_$(go_version_short)"
+}
+
+# Where hack/tools.sh puts the Prometheus Operator CRDs (keyed by their version).
+monitoring_crds_dir() {
+  echo "${CRONTASK_CACHE}/schemas/prometheus-operator-${PROMETHEUS_OPERATOR_VERSION}"
 }
 
 # sha256 of stdin, short

@@ -41,6 +41,10 @@ phase setup ./hack/setup.sh
 # run); build them first so the unit tier's chart tests (helm lint/template) run too.
 if [[ " ${tiers[*]} " == *" e2e "* ]]; then
   phase tools ./hack/tools.sh
+elif [[ " ${tiers[*]} " == *" unit "* ]]; then
+  # promtool and the Prometheus Operator CRDs for the unit tier's alerting checks (cold: a few
+  # minutes of Go build; warm: a second)
+  phase tools ./hack/tools.sh monitoring
 fi
 phase static static_checks
 for tier in "${tiers[@]}"; do

@@ -5,14 +5,21 @@
 #   hack/tools.sh            apt packages + all binaries (idempotent; warm run: seconds)
 #   hack/tools.sh apt        only the Debian packages
 #   hack/tools.sh build      only the binaries
+#   hack/tools.sh monitoring only promtool and the Prometheus Operator CRDs (the unit tier's
+#                            alerting-rule and template checks; no Kubernetes build)
 #   hack/tools.sh path       print the bin dir (put it on PATH)
 #   hack/tools.sh versions   print the versions of the built binaries
 #
 # Binaries: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 # kubectl (k8s.io/kubernetes ${K8S_VERSION}), etcd + etcdctl (${ETCD_VERSION}), helm
-# (${HELM_VERSION}). Everything lives under ${CRONTASK_CACHE:-/var/cache/crontask}:
+# (${HELM_VERSION}), promtool (github.com/prometheus/prometheus ${PROMETHEUS_VERSION}, built
+# with the remove_all_sd tag: rule checks need no service discovery). Everything lives under
+# ${CRONTASK_CACHE:-/var/cache/crontask}:
 #   gomod/ (GOMODCACHE)  gocache/ (GOCACHE)  src/ (generated wrapper modules)
-#   bin/k8s-<v>_etcd-<v>_helm-<v>_go<v>/  (the binaries)
+#   bin/k8s-<v>_etcd-<v>_helm-<v>_go<v>/  (the binaries; promtool's version in .promtool.stamp)
+#   schemas/prometheus-operator-<v>/  (the ServiceMonitor and PrometheusRule CRDs, copied from
+#                                      the github.com/prometheus-operator/prometheus-operator
+#                                      module, whose checksum the Go module mirror verifies)
 # Nothing is written inside the repository.
 #
 # Why wrapper modules: k8s.io/kubernetes and go.etcd.io/etcd/server/v3 have relative
@@ -191,12 +198,43 @@ build_helm() {
   echo "${HELM_VERSION}" > "$stamp"
 }
 
+build_promtool() {
+  local stamp="$BIN_DIR/.promtool.stamp" tmp ld release
+  if [ -x "$BIN_DIR/promtool" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$PROMETHEUS_VERSION" ]; then
+    log "promtool ${PROMETHEUS_VERSION}: cached in $BIN_DIR"; return 0
+  fi
+  # v0.316.0 -> 3.16.0 (the release the module version stands for)
+  release="$(echo "${PROMETHEUS_VERSION#v0.}" | awk -F. '{printf "%d.%d.%s", int($1/100), $1%100, $2}')"
+  ld="-s -w -X github.com/prometheus/common/version.Version=${release}"
+  tmp="$BIN_DIR.tmp-promtool"; rm -rf "$tmp"; mkdir -p "$tmp"
+  # The module has no replace or exclude lines: go install builds it as published.
+  GOBIN="$tmp" run_ticking "go install promtool" go install -trimpath -tags remove_all_sd \
+    -ldflags "$ld" "github.com/prometheus/prometheus/cmd/promtool@${PROMETHEUS_VERSION}"
+  mkdir -p "$BIN_DIR"; mv -f "$tmp/promtool" "$BIN_DIR/promtool"; rmdir "$tmp"
+  echo "${PROMETHEUS_VERSION}" > "$stamp"
+}
+
+fetch_monitoring_crds() {
+  local dest dir f files=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
+  dest="$(monitoring_crds_dir)"
+  if [ -s "$dest/${files[0]}" ] && [ -s "$dest/${files[1]}" ]; then
+    log "Prometheus Operator CRDs ${PROMETHEUS_OPERATOR_VERSION}: cached in $dest"; return 0
+  fi
+  dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR_VERSION}" \
+    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  [ -d "$dir/example/prometheus-operator-crd" ] || die "no CRDs in the prometheus-operator module ($dir)"
+  mkdir -p "$dest.tmp"
+  for f in "${files[@]}"; do cp "$dir/example/prometheus-operator-crd/$f" "$dest.tmp/$f"; done
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
+}
+
 versions() {
   "$BIN_DIR/kubectl" version --client 2>/dev/null | head -2
   "$BIN_DIR/kubelet" --version
   "$BIN_DIR/kube-apiserver" --version
   "$BIN_DIR/etcd" --version | head -2
   "$BIN_DIR/helm" version --short
+  "$BIN_DIR/promtool" --version 2>&1 | head -1
 }
 
 main() {
@@ -205,6 +243,12 @@ main() {
     path) echo "$BIN_DIR"; return 0 ;;
     versions) versions; return 0 ;;
     apt) take_lock tools; phase_begin "apt packages"; apt_install; phase_end ;;
+    monitoring)
+      take_lock tools
+      command -v go >/dev/null || die "go not found (expected /usr/local/go/bin/go)"
+      phase_begin "promtool ${PROMETHEUS_VERSION}"; build_promtool; phase_end
+      phase_begin "Prometheus Operator CRDs ${PROMETHEUS_OPERATOR_VERSION}"; fetch_monitoring_crds; phase_end
+      ;;
     build|all)
       take_lock tools
       if [ "$cmd" = all ]; then phase_begin "apt packages"; apt_install; phase_end; fi
@@ -213,8 +257,10 @@ main() {
       phase_begin "kubernetes ${K8S_VERSION}"; build_k8s; phase_end
       phase_begin "etcd ${ETCD_VERSION}"; build_etcd; phase_end
       phase_begin "helm ${HELM_VERSION}"; build_helm; phase_end
+      phase_begin "promtool ${PROMETHEUS_VERSION}"; build_promtool; phase_end
+      phase_begin "Prometheus Operator CRDs ${PROMETHEUS_OPERATOR_VERSION}"; fetch_monitoring_crds; phase_end
       ;;
-    *) die "usage: $0 [all|apt|build|path|versions]" ;;
+    *) die "usage: $0 [all|apt|build|monitoring|path|versions]" ;;
   esac
   phase_summary
   [ "$cmd" = apt ] || log "binaries in: ${BIN_DIR}"

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, settings
 from tests.kube import cluster_skip_reason
 
 HERE = pathlib.Path(__file__).resolve().parent
-CLUSTER_TIERS = (HERE / "cluster", HERE / "e2e")
+CLUSTER_TIERS = (HERE / "cluster", HERE / "e2e", HERE / "chaos")
+CHAOS = HERE / "chaos"
 
 # Deterministic (the same examples on every run and machine: a CI failure reproduces locally),
 # bounded (the unit tier stays quick on 2 cores), without per-example deadlines (timing on a
@@ -30,6 +31,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reason = cluster_skip_reason()
     for item in items:
         if any(item.path.is_relative_to(tier) for tier in CLUSTER_TIERS):
-            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.chaos if item.path.is_relative_to(CHAOS)
+                            else pytest.mark.e2e)
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))

@@ -137,3 +137,46 @@ def dump_namespace(namespace: str, extra: dict[str, list[str]] | None = None) ->
         result = kubectl(*args, check=False)
         (target / name).write_text(result.stdout + result.stderr)
     return target
+
+
+def container_pid(namespace: str, pod: str, container: str) -> int | None:
+    """The host PID of a container's main process, or None where it cannot be found from here.
+
+    Works where the node's processes are this machine's (the local backend: the kubelet's
+    cgroupfs layout ``<root>/kubepods/<qos>/pod<uid>/<container id>``); the chaos tier uses it to
+    kill or freeze a process the way a crash or a stalled node would, and the benchmark to read
+    the operator's CPU time and peak RSS from /proc."""
+    obj = kubectl_json("get", "pod", pod, "-n", namespace)
+    uid = obj["metadata"]["uid"]
+    ids = [s.get("containerID", "") for s in (obj.get("status") or {}).get(
+        "containerStatuses") or [] if s.get("name") == container]
+    if not ids or "://" not in ids[0]:
+        return None
+    cid = ids[0].split("://", 1)[1]
+    for procs in glob.glob(f"/sys/fs/cgroup/pids/**/pod{uid}/{cid}/cgroup.procs",
+                           recursive=True):
+        pids = {int(p) for p in pathlib.Path(procs).read_text().split()}
+        for pid in sorted(pids):
+            try:
+                stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) not in pids:  # its parent is outside
+                return pid
+    return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in bytes."""
+    out = {}
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out

@@ -8,6 +8,9 @@
 #   hack/cluster/cluster.sh kubeconfig    print the admin kubeconfig path
 #   hack/cluster/cluster.sh database-url  print the PostgreSQL URL for pods
 #   hack/cluster/cluster.sh logs DIR      copy every component log into DIR
+#   hack/cluster/cluster.sh restart NAME [--kill]
+#                                         stop one component (SIGTERM, or SIGKILL with --kill)
+#                                         and start it again as `up` does (the chaos tier)
 #   hack/cluster/cluster.sh exec -- CMD   run CMD inside the cluster's network namespace
 #                                         with KUBECONFIG, DATABASE_URL and PATH set
 #
@@ -772,6 +775,34 @@ cmd_logs() {
   log "logs copied to $dest"
 }
 
+# restart NAME [--kill]: one component down and up again, everything else untouched (what a
+# crash, an upgrade or an OOM kill of that component looks like to the rest of the cluster).
+cmd_restart() {
+  local name="${1:-}" how="${2:-}" p
+  case "$name" in
+    etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy) ;;
+    *) die "usage: cluster.sh restart etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy [--kill]" ;;
+  esac
+  alive "$name" || die "$name is not running"
+  p="$(pid_of "$name")"
+  log "restarting $name (pid $p, ${how:---term})"
+  if [ "$how" = --kill ]; then kill -KILL "$p"; else stop_pid "$name" "$p"; fi
+  while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+  case "$name" in
+    etcd) start_etcd ;;
+    kube-apiserver) start_apiserver ;;
+    kube-controller-manager)
+      start_controller_manager
+      wait_for "$name" "controller-manager /healthz" in_ns curl -fsSk https://127.0.0.1:10257/healthz ;;
+    kube-scheduler)
+      start_scheduler
+      wait_for "$name" "scheduler /healthz" in_ns curl -fsSk https://127.0.0.1:10259/healthz ;;
+    kubelet) start_kubelet ;;
+    kube-proxy) start_kube_proxy ;;
+  esac
+  log "$name is back (pid $(pid_of "$name"))"
+}
+
 cmd_exec() {
   [ "${1:-}" = "--" ] && shift
   [ "$#" -gt 0 ] || die "usage: cluster.sh exec -- CMD..."
@@ -794,7 +825,8 @@ main() {
     env) cat "$STATE/env" ;;
     logs) cmd_logs "$@" ;;
     exec) cmd_exec "$@" ;;
-    *) die "usage: $0 up|down|status|kubeconfig|database-url|env|logs DIR|exec -- CMD..." ;;
+    restart) cmd_restart "$@" ;;
+    *) die "usage: $0 up|down|status|kubeconfig|database-url|env|logs DIR|restart NAME [--kill]|exec -- CMD..." ;;
   esac
 }
 

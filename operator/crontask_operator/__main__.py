@@ -9,6 +9,8 @@ import getpass
 import logging
 import os
 import socket
+import sys
+import threading
 from collections.abc import Sequence
 
 import kopf
@@ -41,21 +43,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     if config.metrics_port:
         metrics.serve(config.metrics_port)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, config, metrics)
+    stop = threading.Event()
+    runtime = handlers.register(registry, config, metrics, stop_flag=stop)
     logging.getLogger(__name__).info(
         "starting crontask-operator",
-        extra={"namespaces": list(config.namespaces) or "*", "peering": config.peering,
+        extra={"namespaces": list(config.namespaces) or "*",
+               "leader_election": f"{config.lease_namespace}/{config.lease_name}"
+               if config.leader_election else "off",
                "job_image": config.job_defaults.image})
     kopf.run(
         registry=registry,
         settings=cfg.kopf_settings(config),
-        standalone=config.peering is None,
-        peering_name=config.peering,
-        priority=config.priority,
+        standalone=True,
         liveness_endpoint=config.liveness_endpoint,
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
+        stop_flag=stop,
     )
+    if runtime.exit_code:
+        # The Lease was lost: exit non-zero, and the kubelet restarts this replica as a
+        # candidate (client-go's leaders do the same).
+        sys.exit(runtime.exit_code)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,14 @@ class OperatorConfig:
     metrics_port: int | None = defaults.METRICS_PORT
     log_format: str = defaults.LOG_FORMAT
     log_level: str = defaults.LOG_LEVEL
-    peering: str | None = None
-    """Kopf peering object name; None runs standalone (one replica with Recreate)."""
-    priority: int = 0
+    leader_election: bool = False
+    """Act only while holding a Lease (several replicas, see ``leader``); False: act at once,
+    for exactly one replica (Recreate)."""
+    lease_name: str = defaults.LEASE_NAME
+    lease_namespace: str = "default"
+    lease_duration: float = defaults.LEASE_DURATION_SECONDS
+    renew_deadline: float = defaults.RENEW_DEADLINE_SECONDS
+    retry_period: float = defaults.RETRY_PERIOD_SECONDS
     watch_server_timeout: int = 300
     watch_client_timeout: int = 330
 
@@ -119,12 +124,51 @@ def parser() -> argparse.ArgumentParser:
                    default=_env("log_format", base.log_format))
     p.add_argument("--log-level", default=_env("log_level", base.log_level),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--peering", default=_env("peering", ""),
-                   help="Kopf peering name for several replicas (needs the KopfPeering CRD);"
-                        " empty: standalone, for one replica with a Recreate strategy")
-    p.add_argument("--priority", type=int, default=int(_env("priority", "0") or 0),
-                   help="peering priority: the highest-priority replica acts, others pause")
+    p.add_argument("--leader-election", type=_boolean,
+                   default=_env("leader_election", "false"),
+                   help="act only while holding a coordination.k8s.io Lease, so that several"
+                        " replicas can run and exactly one acts (true/false)")
+    p.add_argument("--lease-name", default=_env("lease_name", defaults.LEASE_NAME),
+                   help="the Lease's name")
+    p.add_argument("--lease-namespace", default=_env("lease_namespace", ""),
+                   help="the Lease's namespace (default: $POD_NAMESPACE, else the service"
+                        " account's namespace)")
+    p.add_argument("--lease-duration", type=_positive(float),
+                   default=_env("lease_duration", str(defaults.LEASE_DURATION_SECONDS)),
+                   help="seconds a candidate waits, after the leader stopped renewing, before"
+                        " it takes over")
+    p.add_argument("--renew-deadline", type=_positive(float),
+                   default=_env("renew_deadline", str(defaults.RENEW_DEADLINE_SECONDS)),
+                   help="seconds the leader keeps acting without a successful renewal (must"
+                        " be shorter than the lease duration)")
+    p.add_argument("--retry-period", type=_positive(float),
+                   default=_env("retry_period", str(defaults.RETRY_PERIOD_SECONDS)),
+                   help="seconds between tries to take or renew the Lease")
     return p
+
+
+def _boolean(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def own_namespace() -> str:
+    """The namespace this pod runs in (the chart sets POD_NAMESPACE), else "default"."""
+    named = os.environ.get("POD_NAMESPACE", "").strip()
+    if named:
+        return named
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as file:
+            return file.read().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def from_args(argv: Sequence[str] | None = None) -> OperatorConfig:
@@ -136,6 +180,12 @@ def from_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         allowed = AllowList.parse(args.allowed_images, default_image=args.job_image)
     except ImageError as exc:
         parser().error(f"--allowed-images/--job-image: {exc}")
+    election = args.leader_election if isinstance(args.leader_election, bool) \
+        else _boolean(args.leader_election)
+    lease = (float(args.lease_duration), float(args.renew_deadline), float(args.retry_period))
+    if election and not lease[2] < lease[1] < lease[0]:
+        parser().error("--retry-period < --renew-deadline < --lease-duration is required: a"
+                       " leader must stop acting before anybody may take its Lease over")
     return OperatorConfig(
         namespaces=tuple(n.strip() for n in args.namespaces.split(",") if n.strip()),
         job_defaults=JobDefaults(image=args.job_image,
@@ -148,8 +198,12 @@ def from_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         metrics_port=args.metrics_port or None,
         log_format=args.log_format,
         log_level=args.log_level,
-        peering=args.peering or None,
-        priority=args.priority,
+        leader_election=election,
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace or own_namespace(),
+        lease_duration=lease[0],
+        renew_deadline=lease[1],
+        retry_period=lease[2],
     )
 
 
@@ -169,7 +223,9 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     - Kopf posts no Events of its own (the operator posts its own, on CronTasks);
     - watch timeouts, so a silently dead watch connection is noticed and re-established;
     - no cluster-wide scanning of CRDs and namespaces unless namespace globs need it;
-    - peering per the flags.
+    - standalone: Kopf's peering is never used. Several replicas take turns through a Lease
+      (``leader``): Kopf's peering pauses its own watches but not the operator's workers, and
+      replicas of one Deployment would share one priority, which pauses them all.
     """
     settings = kopf.OperatorSettings()
     for resource in (("batch", "v1", "cronjobs"), ("batch", "v1", "jobs"), ("", "v1", "pods")):
@@ -190,12 +246,6 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     # cluster-wide for new resources, and so no RBAC for it. Namespace patterns (globs) are the
     # exception: Kopf needs its scanning to find the namespaces that match them.
     settings.scanning.disabled = not any(_is_pattern(ns) for ns in config.namespaces)
-    if config.peering:
-        settings.peering.name = config.peering
-        settings.peering.priority = config.priority
-        settings.peering.mandatory = True
-        settings.peering.standalone = False
-    else:
-        settings.peering.standalone = True
+    settings.peering.standalone = True
     settings.peering.clusterwide = not config.namespaces
     return settings

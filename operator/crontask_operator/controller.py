@@ -20,6 +20,10 @@ overlay and used until the cache moves past the version it replaced. A status co
 stale version anyway is refused by the API server (its resourceVersion is a precondition),
 so a run is never counted twice.
 
+Objects deleted while a watch listed again (``relist``): Kopf keeps them in its indexes, so after
+a re-list the cached keys no event has shown again are asked about once, and those confirmed
+gone are handled as the DELETED event that never came (a CronJob is created again).
+
 Deleted Jobs and Pods: a Job can be deleted (TTL, history limit, by hand) right after it
 finished; the last state the watch showed for it is kept as a tombstone until the run is
 folded, so a fast deletion does not lose a run while the operator is running.
@@ -36,10 +40,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from crontask_operator import images, reconcile, schemacheck
+from crontask_operator import images, reconcile, schemacheck, taskmetrics
 from crontask_operator.crd import status_schema
 from crontask_operator.cronjob import JobDefaults
 from crontask_operator.kube import AlreadyExists, NamespaceTerminating, Rejected, Stale
+from crontask_operator.leader import NotLeading
 from crontask_operator.metrics import Metrics
 from crontask_operator.outcomes import JobResult, PodResult, run_of
 from crontask_operator.patches import merge_patch
@@ -53,6 +58,7 @@ from crontask_operator.reconcile import (
     CronJobPlan,
     Observed,
 )
+from crontask_operator.relist import RelistTracker
 from crontask_operator.workqueue import ShutDown, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,7 @@ class Writer(Protocol):
                            patch: Mapping[str, Any]) -> dict[str, Any]: ...
     async def post_event(self, involved: Mapping[str, str], type_: str, reason: str,
                          message: str) -> None: ...
+    async def find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
 class Cache(Protocol):
@@ -156,12 +163,19 @@ class Controller:
         """Why a key will be queued later: resync, requeue or retry."""
         self._generations: dict[Key, Any] = {}
         self._tasks_by_key: dict[Key, str] = {}
+        self._recover_floors: dict[str, int | None] = {}
+        """Each namespace's recover threshold as last seen (None: no recover task)."""
         self._crontask_overlay: dict[Key, _Overlay] = {}
         self._cronjob_overlay: dict[Key, _Overlay] = {}
         self._written_cronjob_rv: dict[Key, str] = {}
         self._tombstones: dict[Key, _Tombstones] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._schema = status_schema()
+        self.relist = RelistTracker()
+        self._relist_check: asyncio.Task[None] | None = None
+        self._gone_crontasks: dict[Key, str | None] = {}
+        """CronTasks confirmed deleted while Kopf's index still holds them: key -> the stale
+        resourceVersion (a CronTask created again under the name has another)."""
 
     # -- events -> keys ---------------------------------------------------------------------
     def bind(self, caches: Caches) -> None:
@@ -175,11 +189,25 @@ class Controller:
             log.debug("queued %s/%s (%s)", key[0], key[1], trigger)
         self.metrics.queue_depth.set(len(self.queue))
 
+    def enqueue_all(self, trigger: str) -> int:
+        """Queue every CronTask in the cache (a replica that starts leading takes over the whole
+        world, not only what changed since it started); returns how many."""
+        if self.caches is None:
+            return 0
+        keys = sorted(k for k in self.caches.crontasks if isinstance(k, tuple))
+        for key in keys:
+            self.enqueue(key, trigger)
+        return len(keys)
+
     def crontask_event(self, key: Key, event_type: str | None, body: Mapping[str, Any]) -> bool:
-        """A CronTask changed. Queue it unless only its status moved (our own write's echo);
-        a recover task's change also queues every process task of its namespace (their
-        deadlines depend on its threshold)."""
+        """A CronTask changed. Queue it unless only its status moved (our own write's echo).
+        When a recover task's change moves its namespace's recover threshold (the shortest
+        staleAfter of its recover tasks), every process task of the namespace is queued too:
+        their deadlines depend on it. Only then: applying N recover and M process tasks at once
+        costs N + M reconciles, not N x M."""
         self._passed(self._crontask_overlay, key, body, event_type)
+        self._gone_crontasks.pop(key, None)
+        self._track("crontasks", key, event_type)
         meta = body.get("metadata") or {}
         spec = body.get("spec")
         task = str(spec.get("task", "")) if isinstance(spec, Mapping) else ""
@@ -195,10 +223,23 @@ class Controller:
             self._tasks_by_key[key] = task
         if changed:
             self.enqueue(key, "crontask")
-            if "recover" in (task, previous_task):
+            if "recover" in (task, previous_task) and self._recover_floor_moved(key[0]):
                 for other in self._process_tasks(key[0]):
                     self.enqueue(other, "recover")
         return changed
+
+    def _recover_floor_moved(self, namespace: str) -> bool:
+        """Whether the namespace's recover threshold differs from the one last seen (Kopf
+        updates its indexes before it passes the event on)."""
+        if self.caches is None:
+            return True
+        thresholds = list(self.caches.recover_thresholds[namespace]) \
+            if namespace in self.caches.recover_thresholds else []
+        floor = min(thresholds) if thresholds else None
+        if namespace in self._recover_floors and self._recover_floors[namespace] == floor:
+            return False
+        self._recover_floors[namespace] = floor
+        return True
 
     def _process_tasks(self, namespace: str) -> list[Key]:
         if self.caches is None or namespace not in self.caches.tasks:
@@ -220,10 +261,67 @@ class Controller:
         """Our CronJob changed (a hand edit or deletion, or the CronJob controller's status).
         The echo of our own write is not news."""
         self._passed(self._cronjob_overlay, key, body, event_type)
+        self._track("cronjobs", key, event_type)
         if event_type != "DELETED" and self._written_cronjob_rv.get(key) == _rv(body):
             return False
         self.enqueue(key, "cronjob")
         return True
+
+    def _track(self, kind: str, key: Key, event_type: str | None) -> None:
+        """Let the re-list tracker see the event; a re-list starts the check of its suspects
+        once it has gone quiet (only inside the event loop: unit tests call
+        ``check_relisted`` themselves)."""
+        if not self.relist.event(kind, key, event_type, time.monotonic()):
+            return
+        log.info("a watch is listing again: objects deleted meanwhile will be looked for")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._relist_check is None or self._relist_check.done():
+            self._relist_check = asyncio.create_task(self._after_relist(),
+                                                     name="crontask-relist-check")
+
+    async def _after_relist(self) -> None:
+        while True:
+            left = self.relist.quiet_in(time.monotonic())
+            if left <= 0:
+                break
+            await asyncio.sleep(left)
+        try:
+            await self.check_relisted()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next re-list or restart looks again
+            self.metrics.errors.labels(type(exc).__name__).inc()
+            log.warning("looking for objects deleted during a re-list failed: %s", exc)
+
+    async def check_relisted(self) -> list[tuple[str, Key]]:
+        """End a re-list: ask the API server about each suspect (``relist``); the ones gone
+        are handled as the DELETED event that never came. Returns (kind, key) of those."""
+        if self.caches is None:
+            self.relist.suspects({})
+            return []
+        stores = {"crontasks": self.caches.crontasks, "cronjobs": self.caches.cronjobs}
+        suspects = self.relist.suspects(
+            {kind: [k for k in store if isinstance(k, tuple)] for kind, store in stores.items()})
+        gone: list[tuple[str, Key]] = []
+        for kind, keys in suspects.items():
+            for key in keys:
+                cached = _first(stores[kind][key]) if key in stores[kind] else None
+                if cached is None:
+                    continue
+                name = str((cached.get("metadata") or {}).get("name") or key[1])
+                if await self.writer.find(kind, key[0], name) is not None:
+                    continue
+                log.info("%s %s/%s was deleted while a watch listed again", kind, key[0], name)
+                gone.append((kind, key))
+                if kind == "cronjobs":
+                    self._cronjob_overlay[key] = _Overlay(_rv(cached), None)
+                else:
+                    self._gone_crontasks[key] = _rv(cached)
+                self.enqueue(key, "relist")
+        return gone
 
     def job_event(self, key: Key, event_type: str | None, job: JobResult) -> bool:
         """A Job of ours finished or went away (a running Job's progress is not news)."""
@@ -283,6 +381,10 @@ class Controller:
                 result = await self.reconcile_key(key, trigger)
             except asyncio.CancelledError:
                 raise
+            except NotLeading as exc:
+                # This replica may not write any more: it stops for good (see leader).
+                log.warning("worker %d stops: %s", number, exc)
+                return
             except Stale:
                 self.metrics.errors.labels("Stale").inc()
                 result = "stale"
@@ -348,6 +450,9 @@ class Controller:
     def _crontask(self, key: Key) -> Mapping[str, Any] | None:
         assert self.caches is not None
         cached = _first(self.caches.crontasks[key]) if key in self.caches.crontasks else None
+        if key in self._gone_crontasks and cached is not None \
+                and _rv(cached) == self._gone_crontasks[key]:
+            return None
         overlay = self._crontask_overlay.get(key)
         if overlay is not None:
             if cached is not None and _rv(cached) == overlay.replaced:
@@ -365,6 +470,10 @@ class Controller:
             del self._cronjob_overlay[key]
         return dict(cached) if cached is not None else None
 
+    def _cached_cronjob_rv(self, key: Key) -> str | None:
+        assert self.caches is not None
+        return _rv(_first(self.caches.cronjobs[key])) if key in self.caches.cronjobs else None
+
     def forget(self, key: Key) -> None:
         self._crontask_overlay.pop(key, None)
         self._cronjob_overlay.pop(key, None)
@@ -379,6 +488,7 @@ class Controller:
         obs = self.observe(key)
         if obs is None:
             self.forget(key)
+            self.metrics.crontasks.remove(*key)
             return "gone"
         now = self.clock()
         plan = reconcile.plan_cronjob(obs, self.job_defaults, now, self.checks)
@@ -408,6 +518,7 @@ class Controller:
         for event in decision.events:
             await self.writer.post_event(involved, event.type, event.reason, event.message)
         self._count(obs, decision, now)
+        self._export(key, obs, decision.status, plan)
         self.queue.forget(key)
         if decision.requeue_after is not None:
             self._later(key, decision.requeue_after, "requeue")
@@ -421,7 +532,8 @@ class Controller:
     async def _execute(self, key: Key, obs: Observed, plan: CronJobPlan) -> CronJobOutcome:
         """Carry out the plan for the CronJob; what became of it."""
         actual = obs.cronjob
-        replaced = _rv(actual)
+        # What the cache holds (also a CronJob known to be gone: the write replaces it there).
+        replaced = _rv(actual) if actual is not None else self._cached_cronjob_rv(key)
         try:
             if plan.action == CREATE and plan.manifest is not None:
                 try:
@@ -496,12 +608,22 @@ class Controller:
             del self._tombstones[key]
         return dropped
 
+    def _export(self, key: Key, obs: Observed, status: Mapping[str, Any],
+                plan: CronJobPlan) -> None:
+        """The CronTask's alerting series, from the status just written (or found unchanged)."""
+        meta = (self._crontask(key) or {}).get("metadata") or {}
+        interval = plan.timing.shortest_interval if plan.timing is not None else None
+        self.metrics.crontasks.set(taskmetrics.task_series(
+            obs.namespace, obs.name, {"metadata": meta, "spec": obs.spec, "status": status},
+            interval))
+
     def _count(self, obs: Observed, decision: reconcile.StatusDecision, now: dt.datetime) -> None:
         task = str((obs.spec or {}).get("task", "")) if isinstance(obs.spec, Mapping) else ""
         for run in decision.new_runs:
             self.metrics.runs.labels(obs.namespace, task, run.outcome).inc()
             for stage, errors in run.stage_errors.items():
-                self.metrics.stage_errors.labels(obs.namespace, task, stage).inc(errors.count)
+                self.metrics.stage_errors.labels(
+                    obs.namespace, task, self.metrics.stage_label(stage)).inc(errors.count)
             if run.completion_time:
                 finished = dt.datetime.fromisoformat(run.completion_time.replace("Z", "+00:00"))
                 self.metrics.fold_latency.observe(max(0.0, (now - finished).total_seconds()))

@@ -53,6 +53,13 @@ RESYNC_JITTER: Final = 0.2
 """Each resync is drawn from interval * (1 +- jitter), so CronTasks never resync in step."""
 WORKERS: Final = 4
 """Reconciles running at once (each is mostly waiting on the API server)."""
+LEASE_NAME: Final = "crontask-operator"
+LEASE_DURATION_SECONDS: Final = 15.0
+"""Leader election (client-go's and kube-controller-manager's defaults): a candidate takes over
+this long after the leader's last renewal, as seen on the candidate's clock."""
+RENEW_DEADLINE_SECONDS: Final = 10.0
+"""The leader stops acting this long after its last successful renewal."""
+RETRY_PERIOD_SECONDS: Final = 2.0
 METRICS_PORT: Final = 8080
 HEALTH_PORT: Final = 8081
 LOG_FORMAT: Final = "json"

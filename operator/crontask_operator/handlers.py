@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
+import os
+import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +32,7 @@ import kopf
 from kubernetes_asyncio import client
 
 from crontask_contract.durations import DurationError, duration_seconds
-from crontask_operator import defaults, images, kube, names, outcomes
+from crontask_operator import defaults, images, kube, leader, names, outcomes
 from crontask_operator.config import OperatorConfig
 from crontask_operator.controller import Caches, Controller, Key
 from crontask_operator.metrics import Metrics
@@ -42,6 +46,9 @@ INDEXES = ("crontask_objects", "crontask_cronjobs", "crontask_jobs", "crontask_p
            "recover_thresholds", "crontask_tasks")
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass
 class Runtime:
     """State shared by the handlers of one operator process."""
@@ -50,12 +57,23 @@ class Runtime:
     metrics: Metrics
     controller: Controller | None = None
     kube: kube.Kube | None = None
+    elector: leader.LeaderElector | None = None
+    stop_flag: threading.Event | None = None
+    """Set to make Kopf stop (the replica lost its Lease); ``exit_code`` says how to exit."""
+    exit_code: int = 0
+
+
+def identity() -> str:
+    """This process as a Lease holder: the pod's name and a random part, so that a restarted
+    container never mistakes its predecessor's Lease for its own."""
+    return f"{os.environ.get('POD_ID') or 'crontask-operator'}_{uuid.uuid4().hex[:8]}"
 
 
 def slim_crontask(body: Mapping[str, Any]) -> dict[str, Any]:
     """What the controller needs of a CronTask (no managedFields, no annotations)."""
     meta = body.get("metadata") or {}
-    keep = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+    keep = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp",
+            "creationTimestamp")
     return {"metadata": {k: copy.deepcopy(meta[k]) for k in keep if k in meta},
             "spec": copy.deepcopy(body.get("spec")), "status": copy.deepcopy(body.get("status"))}
 
@@ -86,9 +104,26 @@ def recover_threshold(spec: Mapping[str, Any]) -> int | None:
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
-             metrics: Metrics | None = None) -> Runtime:
+             metrics: Metrics | None = None, stop_flag: threading.Event | None = None
+             ) -> Runtime:
     """Register every handler on ``registry``; returns the runtime for tests to inspect."""
-    rt = Runtime(config=config, metrics=metrics or Metrics())
+    rt = Runtime(config=config, metrics=metrics or Metrics(), stop_flag=stop_flag)
+
+    async def start_leading() -> None:
+        assert rt.controller is not None
+        rt.metrics.leader.set(1)
+        rt.metrics.leader_transitions.inc()
+        rt.controller.start()
+        queued = rt.controller.enqueue_all("leader")
+        log.info("acting: %d CronTasks queued", queued)
+
+    async def stop_leading() -> None:
+        rt.metrics.leader.set(0)
+        if rt.controller is not None:
+            await rt.controller.stop()
+        rt.exit_code = 1
+        if rt.stop_flag is not None:
+            rt.stop_flag.set()
 
     @kopf.on.login(id="login", registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -98,21 +133,44 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
 
     @kopf.on.startup(id="connect", registry=registry)
     async def connect(**_: Any) -> None:
+        """Without leader election the controller acts at once; with it, this replica watches
+        and indexes like the leader (a hot standby) and acts only once it holds the Lease."""
         await kube.load_config()
-        rt.kube = kube.Kube(client.ApiClient(), rt.metrics)
+        api = client.ApiClient()
+        rt.kube = kube.Kube(api, rt.metrics)
         rt.controller = Controller(
             rt.kube, config.job_defaults, rt.metrics, resync_seconds=config.resync_interval,
             resync_jitter=config.resync_jitter, workers=config.workers,
             clock=lambda: dt.datetime.now(dt.UTC),
             checks=(images.image_check(config.allowed_images),))
-        rt.controller.start()
+        if not config.leader_election:
+            rt.metrics.leader.set(1)
+            rt.metrics.leader_transitions.inc()
+            rt.controller.start()
+            return
+        rt.elector = leader.LeaderElector(
+            kube.Leases(api, timeout=config.retry_period * 2), config.lease_namespace,
+            config.lease_name, identity(),
+            leader.Timing(config.lease_duration, config.renew_deadline, config.retry_period),
+            on_started=start_leading, on_stopped=stop_leading)
+        rt.kube.fence = rt.elector.check
+        rt.metrics.leader.set(0)
+        rt.elector.start()
 
     @kopf.on.cleanup(id="disconnect", registry=registry)
     async def disconnect(**_: Any) -> None:
+        """Workers first (no write after this), then the Lease (released if held, so a standby
+        takes over at once), then the connection. Last, the stop flag is raised: Kopf waits
+        for a threading.Event in an executor thread, and the event loop cannot close (nor the
+        process exit on SIGTERM) while that thread still waits."""
         if rt.controller is not None:
             await rt.controller.stop()
+        if rt.elector is not None:
+            await rt.elector.stop()
         if rt.kube is not None:
             await rt.kube.close()
+        if rt.stop_flag is not None:
+            rt.stop_flag.set()
 
     @kopf.on.probe(id="crontasks", registry=registry)
     def probe(**_: Any) -> bool:

@@ -14,7 +14,9 @@ Writes are few and each says why it exists:
   built on a stale cache is refused (409) instead of counting a run twice;
 - Events on the CronTask.
 
-Every request is counted in ``crontask_operator_api_writes_total``.
+Every request is counted in ``crontask_operator_api_writes_total``, and none is sent unless the
+fence allows it (with leader election: only while this replica holds the Lease, see ``leader``).
+``Leases`` makes the Lease requests of leader election itself.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,8 +96,11 @@ def _plain(api_client: client.ApiClient, obj: Any) -> dict[str, Any]:
 class Kube:
     """The operator's writes; one shared API client per process."""
 
-    def __init__(self, api_client: client.ApiClient, metrics: Metrics) -> None:
+    def __init__(self, api_client: client.ApiClient, metrics: Metrics,
+                 fence: Callable[[], None] | None = None) -> None:
         self._client = api_client
+        self.fence = fence
+        """Raises (``leader.NotLeading``) when this replica may not write; None: always may."""
         self._batch = client.BatchV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
@@ -106,6 +111,9 @@ class Kube:
         await self._client.close()
 
     def _count(self, resource: str, verb: str) -> None:
+        """Every write passes here first: the fence, then the count."""
+        if self.fence is not None:
+            self.fence()
         self._metrics.api_writes.labels(resource, verb).inc()
 
     async def check_create(self, manifest: Mapping[str, Any]) -> None:
@@ -202,3 +210,60 @@ class Kube:
         except (ApiException, OSError, TimeoutError) as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, involved["namespace"],
                         involved["name"], getattr(exc, "status", exc))
+
+
+    async def find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Our CronJob or a CronTask if it exists now (``kind``: cronjobs or crontasks): a
+        list narrowed to the name, as the operator may list but not get; a read, no fence."""
+        selector = f"metadata.name={name}"
+        if kind == "cronjobs":
+            found = _plain(self._client, await self._batch.list_namespaced_cron_job(
+                namespace, label_selector=names.LABEL_CRONTASK, field_selector=selector))
+        else:
+            found = await self._custom.list_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.PLURAL, field_selector=selector)
+        items = found.get("items") or []
+        return dict(items[0]) if items else None
+
+
+class Leases:
+    """The Lease requests of leader election (``leader.LeaseApi``): a missing Lease is None on
+    ``get``, a conflict (another writer came first) is None on ``create`` and ``replace``."""
+
+    def __init__(self, api_client: client.ApiClient, timeout: float) -> None:
+        self._client = api_client
+        self._api = client.CoordinationV1Api(api_client)
+        self._timeout = timeout
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self._api.read_namespaced_lease(name, namespace,
+                                                        _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _plain(self._client, obj)
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        try:
+            obj = await self._api.create_namespaced_lease(
+                body["metadata"]["namespace"], dict(body),  # type: ignore[arg-type]
+                _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return _plain(self._client, obj)
+
+    async def replace(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        meta = body["metadata"]
+        try:
+            obj = await self._api.replace_namespaced_lease(
+                meta["name"], meta["namespace"], dict(body),  # type: ignore[arg-type]
+                _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return _plain(self._client, obj)

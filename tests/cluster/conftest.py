@@ -39,6 +39,8 @@ CRD_DIR = REPO / "charts" / "crontask" / "crds"
 NAMESPACE_PREFIX = "crontask-cluster-"
 SYSTEM_NAMESPACE = "crontask-cluster-system"
 SERVICE_ACCOUNT = "crontask-operator"
+LEASE = "crontask-cluster-operator"
+"""The chart's Lease name for release crontask-cluster (its leader-election Role names it)."""
 OPERATOR_USER = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{SERVICE_ACCOUNT}"
 JOBS_IMAGE = os.environ.get("CRONTASK_JOBS_IMAGE", "crontask-jobs:dev")
 
@@ -51,7 +53,8 @@ def crd() -> None:
 
 
 def chart_cluster_role() -> str:
-    """The chart's ClusterRole and binding, for our ServiceAccount, as helm renders them."""
+    """The chart's ClusterRole and binding, its leader-election Role and binding, for our
+    ServiceAccount, as helm renders them."""
     if subprocess.run([HELM, "version"], capture_output=True, check=False).returncode != 0:
         pytest.skip("helm not built yet: run hack/tools.sh (the operator runs with the chart's"
                     " RBAC)")
@@ -59,6 +62,8 @@ def chart_cluster_role() -> str:
         [HELM, "template", "crontask-cluster", str(REPO / "charts" / "crontask"),
          "-n", SYSTEM_NAMESPACE, "--set", f"serviceAccount.name={SERVICE_ACCOUNT}",
          "-s", "templates/clusterrole.yaml", "-s", "templates/clusterrolebinding.yaml",
+         "-s", "templates/leader-election-role.yaml",
+         "-s", "templates/leader-election-rolebinding.yaml",
          "-s", "templates/serviceaccount.yaml"],
         capture_output=True, text=True, check=True).stdout
 
@@ -80,7 +85,9 @@ def service_account_kubeconfig(path: Path) -> Path:
 
 
 class Operator:
-    """The operator under test, as a subprocess that can be restarted."""
+    """The operator under test, as a subprocess that can be restarted. It runs with leader
+    election, as the chart's pods do: a restart releases the Lease and the next process takes
+    it at once."""
 
     def __init__(self, kubeconfig: Path, log_path: Path) -> None:
         self.kubeconfig = kubeconfig
@@ -95,7 +102,9 @@ class Operator:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "crontask_operator", "--metrics-port", "0",
                  "--liveness", "", "--log-format", "text", "--log-level", "DEBUG",
-                 "--job-image", JOBS_IMAGE, "--job-image-pull-policy", "Never"],
+                 "--job-image", JOBS_IMAGE, "--job-image-pull-policy", "Never",
+                 "--leader-election=true", "--lease-namespace", SYSTEM_NAMESPACE,
+                 "--lease-name", LEASE],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                 env={**os.environ, "KUBECONFIG": str(self.kubeconfig),
                      "POD_ID": f"cluster-tier-{self.starts}"})

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from tests.cluster.conftest import OPERATOR_USER, Operator, chart_cluster_role
+from tests.cluster.conftest import LEASE, OPERATOR_USER, Operator, chart_cluster_role
 
 Rule = tuple[str, str, str]
 """(API group, resource[/subresource], verb)."""
@@ -81,10 +81,14 @@ def used_rules(events: list[dict[str, Any]]) -> tuple[set[Rule], list[str]]:
 
 
 def granted_rules() -> set[Rule]:
+    """The chart's ClusterRole and its leader-election Role (the Lease: resourceNames narrow
+    get and update to the one Lease; the audit log shows which Lease was used)."""
     docs = [d for d in yaml.safe_load_all(chart_cluster_role()) if d]
-    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
-    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
+    roles = [d for d in docs if d["kind"] in ("ClusterRole", "Role")]
+    assert [d["kind"] for d in roles] == ["ClusterRole", "Role"]
+    return {(group, resource, verb) for role in roles for rule in role["rules"]
+            for group in rule["apiGroups"] for resource in rule["resources"]
+            for verb in rule["verbs"]}
 
 
 def test_rbac_is_exactly_what_the_operator_used(operator: Operator) -> None:
@@ -95,6 +99,9 @@ def test_rbac_is_exactly_what_the_operator_used(operator: Operator) -> None:
     granted = granted_rules()
     assert used - granted == set(), "used but not granted"
     assert granted - used == set(), "granted but never used"
+    leases = {(e.get("objectRef") or {}).get("name") for e in events
+              if (e.get("objectRef") or {}).get("resource") == "leases"} - {None}
+    assert leases == {LEASE}, "the one Lease the Role names"
 
 
 def test_only_our_objects_are_streamed(operator: Operator) -> None:

@@ -65,6 +65,8 @@ class World:
                                      clock=lambda: self.now)
         self.controller.bind(self.caches)
         self._delivered: dict[tuple[str, str, str], Any] = {}
+        self.stale: dict[tuple[str, str, str], dict[str, Any]] = {}
+        """Objects deleted unseen, which the caches still hold (``delete_unseen``)."""
 
     # -- objects --------------------------------------------------------------------------
     def _bump(self, obj: dict[str, Any]) -> None:
@@ -137,11 +139,31 @@ class World:
     def delete(self, kind: str, name: str) -> dict[str, Any] | None:
         return self.objects.pop((kind, "ns", name), None)
 
+    def delete_unseen(self, kind: str, name: str) -> None:
+        """Deleted while the watch was down: no DELETED event ever comes, and the cache keeps
+        the object (Kopf's indexes after a re-list)."""
+        self.stale[(kind, "ns", name)] = self.objects.pop((kind, "ns", name))
+        self._delivered.pop((kind, "ns", name), None)
+
+    def relist(self) -> None:
+        """A watch starting over with a full list: every existing CronTask and CronJob is
+        passed again with no event type; the caches keep what was deleted unseen."""
+        self._fill_caches()
+        for (kind, ns, name), body in sorted(self.objects.items()):
+            if kind == "CronTask":
+                self.controller.crontask_event((ns, name), None, body)
+            elif kind == "CronJob":
+                self.controller.cronjob_event((ns, name), body, None)
+        self._delivered = {k: v["metadata"].get("resourceVersion")
+                           for k, v in self.objects.items() if k[0] in ("CronTask", "CronJob")}
+
     # -- the watch: caches and events -----------------------------------------------------
     def deliver(self) -> None:
-        """Bring every cache up to date and tell the controller, as the watches do."""
+        """Bring every cache up to date and tell the controller, as the watches do (Kopf
+        updates its indexes before it passes an event to the handlers)."""
         seen = {k: v["metadata"].get("resourceVersion") for k, v in self.objects.items()
                 if k[0] in ("CronTask", "CronJob")}
+        self._fill_caches()
         for kind, ns, name in self._delivered:
             if (kind, ns, name) not in seen:
                 gone = {"metadata": {"name": name, "namespace": ns}}
@@ -157,13 +179,13 @@ class World:
                 else:
                     self.controller.cronjob_event((ns, name), body, "MODIFIED")
         self._delivered = seen
-        self._fill_caches()
 
     def _fill_caches(self) -> None:
         c = self.caches
         for store in (c.crontasks, c.cronjobs, c.jobs, c.pods, c.recover_thresholds, c.tasks):
             store.clear()  # type: ignore[attr-defined]
-        for (kind, ns, name), obj in self.objects.items():
+        stale = {k: v for k, v in self.stale.items() if k not in self.objects}
+        for (kind, ns, name), obj in [*stale.items(), *self.objects.items()]:
             obj = copy.deepcopy(obj)
             labels = obj["metadata"].get("labels") or {}
             if kind == "CronTask":
@@ -235,6 +257,11 @@ class World:
         obj["status"] = apply_merge_patch(obj.get("status") or {}, patch)
         self._bump(obj)
         return copy.deepcopy(obj)
+
+    async def find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("find", f"{kind}/{name}"))
+        obj = self.objects.get(("CronJob" if kind == "cronjobs" else "CronTask", namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
 
     async def post_event(self, involved: Mapping[str, str], type_: str, reason: str,
                          message: str) -> None:

@@ -36,12 +36,34 @@ def test_flags_from_environment(monkeypatch: Any) -> None:
 
 @pytest.mark.parametrize("args", [["--job-limits", "memory=lots"], ["--job-requests", "cpu"],
                                   ["--job-limits", "memory=-1"], ["--resync-interval", "0"],
-                                  ["--workers", "-2"], ["--resync-interval", "soon"]])
+                                  ["--workers", "-2"], ["--resync-interval", "soon"],
+                                  ["--leader-election", "maybe"],
+                                  ["--leader-election=true", "--renew-deadline", "15"],
+                                  ["--leader-election=true", "--retry-period", "10"],
+                                  ["--lease-duration", "-1"]])
 def test_bad_flags_stop_the_operator_with_a_message(args: list[str],
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cfg.from_args(args)
     assert "error:" in capsys.readouterr().err
+
+
+def test_leader_election_flags(monkeypatch: Any) -> None:
+    config = cfg.from_args([])
+    assert config.leader_election is False, "one replica acting at once unless asked"
+    assert (config.lease_duration, config.renew_deadline, config.retry_period) == (
+        defaults.LEASE_DURATION_SECONDS, defaults.RENEW_DEADLINE_SECONDS,
+        defaults.RETRY_PERIOD_SECONDS)
+    monkeypatch.setenv("POD_NAMESPACE", "crontask-system")
+    monkeypatch.setenv("CRONTASK_OPERATOR_LEADER_ELECTION", "true")
+    config = cfg.from_args(["--lease-name", "mine", "--lease-duration", "30"])
+    assert (config.leader_election, config.lease_name, config.lease_namespace) == (
+        True, "mine", "crontask-system")
+    assert config.lease_duration == 30
+    assert cfg.from_args(["--lease-namespace", "ops"]).lease_namespace == "ops"
+    monkeypatch.delenv("POD_NAMESPACE")
+    monkeypatch.setattr(cfg, "SERVICE_ACCOUNT_NAMESPACE", "/nonexistent/namespace")
+    assert cfg.from_args([]).lease_namespace == "default"
 
 
 def test_json_logs_survive_kopf_records() -> None:

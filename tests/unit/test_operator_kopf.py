@@ -18,12 +18,15 @@ changes any of them, a test here fails and the design must be re-checked before 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import inspect
 import re
+import threading
 from pathlib import Path
 
 import kopf
+from kopf._cogs.aiokits import aioadapters
 from kopf._cogs.clients import fetching, watching
 from kopf._core.engines import indexing
 from kopf._core.reactor import processing
@@ -100,10 +103,24 @@ def test_settings_use_our_names_and_post_no_events_of_kopfs_own() -> None:
     assert settings.posting.enabled is False
     assert settings.watching.server_timeout and settings.watching.client_timeout
     assert settings.peering.standalone
-    peered = cfg.kopf_settings(cfg.from_args(["--peering", "crontask", "--namespaces", "a,b"]))
-    assert peered.peering.name == "crontask"
-    assert not peered.peering.standalone
-    assert not peered.peering.clusterwide
+    elected = cfg.kopf_settings(cfg.from_args(["--leader-election=true", "--namespaces", "a,b"]))
+    assert elected.peering.standalone, "replicas take turns through a Lease, never Kopf peering"
+    assert not elected.peering.clusterwide
     assert settings.scanning.disabled, "no CRD/namespace watching needed for exact namespaces"
     globbed = cfg.kopf_settings(cfg.from_args(["--namespaces", "team-*"]))
     assert not globbed.scanning.disabled, "globs need Kopf's namespace scanning"
+
+
+def test_the_stop_flag_is_raised_on_cleanup_so_the_process_can_exit() -> None:
+    """Kopf waits for a threading.Event stop flag in an executor thread; asyncio.run cannot
+    close the loop while that thread waits, so a SIGTERMed operator would hang until SIGKILL.
+    The cleanup handler raises the flag; Kopf 1.45.2 still waits for it that way."""
+    flag = threading.Event()
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, cfg.OperatorConfig(), stop_flag=flag)
+    (cleanup,) = [h for h in registry._activities.get_all_handlers()
+                  if h.id == "disconnect"]
+    asyncio.run(cleanup.fn())
+    assert flag.is_set()
+    source = inspect.getsource(aioadapters.wait_flag)
+    assert "run_in_executor(None, flag.wait)" in source

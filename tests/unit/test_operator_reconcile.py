@@ -458,12 +458,41 @@ def test_a_recover_change_queues_the_namespaces_process_tasks() -> None:
     world = World()
     world.add_crontask("p1")
     world.add_crontask("p2")
-    recover = world.add_crontask("r", "recover")
+    world.add_crontask("r", "recover")
     ctl = world.controller
     while len(ctl.queue):
         asyncio.run(_drain(ctl))
-    ctl.crontask_event(recover, None, world.crontask("r"))
+    world.set_spec("r", recover={"staleAfter": "20m"})
+    world.deliver()
     assert sorted(ctl.queue._queue) == [("ns", "p1"), ("ns", "p2"), ("ns", "r")]
+
+
+def test_only_a_moved_recover_threshold_queues_the_process_tasks() -> None:
+    """Scale: N recover and M process tasks applied at once cost N + M reconciles, not N x M.
+    A recover task that leaves the namespace's threshold where it was queues only itself;
+    one that lowers it, or the last one going, queues every process task."""
+    world = World()
+    world.add_crontask("p1")
+    world.add_crontask("p2")
+    world.add_crontask("r1", "recover")
+    ctl = world.controller
+    while len(ctl.queue):
+        asyncio.run(_drain(ctl))
+    world.add_crontask("r2", "recover")  # the same default threshold: nothing moved
+    assert sorted(ctl.queue._queue) == [("ns", "r2")]
+    asyncio.run(_drain(ctl))
+    world.set_spec("r2", recover={"staleAfter": "20m"})  # lowers the namespace's threshold
+    world.deliver()
+    assert sorted(ctl.queue._queue) == [("ns", "p1"), ("ns", "p2"), ("ns", "r2")]
+    while len(ctl.queue):
+        asyncio.run(_drain(ctl))
+    world.delete("CronTask", "r1")  # r2 still holds the floor at 20m
+    world.deliver()
+    assert sorted(ctl.queue._queue) == [("ns", "r1")]
+    asyncio.run(_drain(ctl))
+    world.delete("CronTask", "r2")  # no recover task left: back to each task's own threshold
+    world.deliver()
+    assert sorted(ctl.queue._queue) == [("ns", "p1"), ("ns", "p2"), ("ns", "r2")]
 
 
 async def _drain(ctl: object) -> None:

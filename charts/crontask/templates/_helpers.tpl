@@ -48,6 +48,22 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The leader-election Lease of the operator replicas (in the release namespace). */}}
+{{- define "crontask.leaseName" -}}
+{{- include "crontask.fullname" . }}-operator
+{{- end }}
+
+{{/* PromQL matchers picking this installation's series in the alerting rules: the
+     crontask_release label the chart's ServiceMonitor adds, unless set. */}}
+{{- define "crontask.alertSelector" -}}
+{{- .Values.monitoring.prometheusRule.selector | default (printf "crontask_release=%q" (include "crontask.release" .)) }}
+{{- end }}
+
+{{/* namespace/fullname: one installation of the chart. */}}
+{{- define "crontask.release" -}}
+{{- printf "%s/%s" .Release.Namespace (include "crontask.fullname" .) }}
+{{- end }}
+
 {{/* An image reference from an image block: registry/repository@digest when a digest is set,
      else registry/repository:tag, the tag defaulting to the chart's appVersion.
      Call with (dict "image" .Values.x.image "appVersion" .Chart.AppVersion). */}}
@@ -93,6 +109,18 @@ seccompProfile:
 
 {{/* Rules of the operator's Role or ClusterRole: exactly the requests it makes (the cluster
      tier derives them from the API server's audit log); the chart README explains each line. */}}
+{{/* Rules of the leader-election Role, in the release namespace: its one Lease. A create
+     cannot be limited to a name (the object does not exist yet when it is authorized). */}}
+{{- define "crontask.leaseRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames: [{{ include "crontask.leaseName" . }}]
+  verbs: [get, update]
+{{- end }}
+
 {{- define "crontask.rbacRules" -}}
 - apiGroups: [crontask.dev]
   resources: [crontasks]
