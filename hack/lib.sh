@@ -72,6 +72,15 @@ tools_bin_dir() {
   echo "${CRONTASK_CACHE}/bin/k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_$(go_version_short)"
 }
 
+# debian_mirror: DEBIAN_MIRROR, else the first Debian URI of the host's apt sources.
+debian_mirror() {
+  if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
+  local m
+  m=$(grep -rhoE '(URIs:|deb)\s+https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+      | awk '{print $2}' | head -1 || true)
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
 # sha256 of stdin, short
 short_hash() { sha256sum | cut -c1-16; }
 
