@@ -568,12 +568,15 @@ build_node() {
   tar -C "$work" -cf - kubernetes | pigz -1 > "$work/kubernetes-server-linux-amd64.tar.gz"
   phase_end
   phase_begin "kind build node-image"
+  mkdir -p "$(dirname "$archive")"
   RT_LOG="$work/kind-build.log" run_ticking "kind build node-image" kind_in_ns env \
     PATH="$(kind_path)" DOCKER_HOST="unix://${KIND_DOCKER_SOCK}" \
-    kind build node-image --type file --base-image "$BASE_REF" --image "$ref" \
+    kind build node-image -v 1 --type file --base-image "$BASE_REF" --image "$ref" \
     "$work/kubernetes-server-linux-amd64.tar.gz" \
     || { tail -n 40 "$work/kind-build.log" >&2; die "kind build node-image failed (log: $work/kind-build.log)"; }
-  grep -E "Detected built images|Image .* build completed" "$work/kind-build.log" >&2 || true
+  cp "$work/kind-build.log" "$archive.build.log"
+  # every image kind would otherwise fetch must be among the ones it was given
+  grep -q "Failed to pull" "$work/kind-build.log" && die "kind build node-image tried to pull (log: $archive.build.log)"
   phase_end
   phase_begin "docker save node image (cache)"
   mkdir -p "$(dirname "$archive")"

@@ -76,12 +76,12 @@ our_processes() {
   for p in /proc/[0-9]*; do
     p="${p#/proc/}"
     [ "$p" = "$$" ] || [ "$p" = "$BASHPID" ] && continue
-    cmd="$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null || true)"
+    cmd="$( { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null || true)"
     [ -n "$cmd" ] || continue
     case "$cmd" in *host-state.sh*) continue ;; esac
     if [[ "$cmd" == *"$KIND_STATE"* || "$cmd" == *"$KIND_DOCKER_ROOT"* ]] \
        || { [ -n "$net" ] && [ "$(stat -L -c %i "/proc/$p/ns/net" 2>/dev/null)" = "$net" ]; }; then
-      echo "$(cat "/proc/$p/comm" 2>/dev/null) ${cmd:0:120}"
+      echo "$( { cat "/proc/$p/comm"; } 2>/dev/null) ${cmd:0:120}"
     fi
   done | sort
 }
@@ -117,14 +117,16 @@ cycles() {
   return "$rc"
 }
 
-# a pod on the node logs in to PostgreSQL through the node (the path the e2e job pods take)
+# a pod on the node resolves a name through the kube-dns Service (pod -> Service -> CoreDNS
+# pod: kube-proxy's rules, the CNI, CoreDNS) and logs in to PostgreSQL through its node (the
+# path the e2e job pods take)
 probe_pod() {
   local image
   image="${CRONTASK_JOBS_IMAGE:-crontask-jobs:dev}"
   "$HERE/cluster.sh" exec -- kubectl delete pod crontask-probe --ignore-not-found --wait=true >/dev/null
   "$HERE/cluster.sh" exec -- sh -c "kubectl run crontask-probe --restart=Never --image='$image' \
     --image-pull-policy=Never --env=DATABASE_URL=\"\$DATABASE_URL\" --command -- python3 -c \
-    'import os, psycopg; psycopg.connect(os.environ[\"DATABASE_URL\"], connect_timeout=10).close(); print(\"probe: PostgreSQL reached\")' >/dev/null"
+    'import os, socket, psycopg; print(\"probe: kubernetes.default ->\", socket.gethostbyname(\"kubernetes.default.svc.cluster.local\")); psycopg.connect(os.environ[\"DATABASE_URL\"], connect_timeout=10).close(); print(\"probe: PostgreSQL reached\")' >/dev/null"
   "$HERE/cluster.sh" exec -- kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/crontask-probe --timeout=120s >/dev/null \
     || { "$HERE/cluster.sh" exec -- kubectl describe pod crontask-probe >&2; "$HERE/cluster.sh" exec -- kubectl logs crontask-probe >&2 || true; die "probe pod failed"; }
   "$HERE/cluster.sh" exec -- kubectl logs crontask-probe >&2
