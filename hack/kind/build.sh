@@ -180,7 +180,7 @@ build_kindnetd() {
   collect_licenses "$tmp/_LICENSES" "$tmp/bin/kindnetd"
   rm -rf "$dir"; mv "$tmp" "$dir"; : > "$dir/.done"
 }
-KINDNETD_BIN="${BIN_ROOT}/kindnetd-$(kindnetd_key)-${GOV}/bin"
+kindnetd_bin() { echo "${BIN_ROOT}/kindnetd-$(kindnetd_key)-${GOV}/bin"; }
 
 # ---- root filesystem ------------------------------------------------------------------------
 # Debian trixie (debian:trixie-slim is kind's base) with every package kind's base recipe
@@ -497,8 +497,8 @@ build_kindnetd_image() {
   local ref="$1" ctx="$WORK/kindnetd"; rm -rf "$ctx"; mkdir -p "$ctx"
   build_bases
   cp "$HERE/images/kindnetd.Containerfile" "$ctx/Containerfile"
-  cp "$KINDNETD_BIN/kindnetd" "$ctx/"
-  cp -a "$KINDNETD_BIN/../_LICENSES" "$ctx/_LICENSES"
+  cp "$(kindnetd_bin)/kindnetd" "$ctx/"
+  cp -a "$(kindnetd_bin)/../_LICENSES" "$ctx/_LICENSES"
   bah_build "$ctx" "$ref" --build-arg "BASE=$STATIC_REF"
 }
 

@@ -1,4 +1,4 @@
-// kindnetd for crontask's offline kind node image: see README.md beside this file.
+// kindnetd for crontask's offline kind node image (why and what: main.go, hack/cluster/README.md).
 module crontask.local/kindnetd
 
 go 1.24.0
