@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ sys.path.insert(0, str(HERE))
 import naive  # noqa: E402
 
 from crontask_jobs.db import open_engine  # noqa: E402
+from crontask_jobs.dburl import DatabaseTarget, parse_database_url  # noqa: E402
 from crontask_jobs.migrate import upgrade  # noqa: E402
 from crontask_jobs.pipeline import Stage, StageContext  # noqa: E402
 from crontask_jobs.tasks.decay import DecayOptions, run_decay  # noqa: E402
@@ -58,6 +60,7 @@ def server() -> Iterator[URL]:
         yield make_url(out.stdout.split()[-1]).set(drivername="postgresql+psycopg")
     finally:
         subprocess.run([script, "destroy"], env=env, check=False, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextmanager
@@ -68,7 +71,7 @@ def database(url: URL) -> Iterator[URL]:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
         db = url.set(database=name)
-        upgrade(db)
+        upgrade(target(db))
         yield db
     finally:
         with admin.connect() as c:
@@ -82,9 +85,15 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+def target(url: URL) -> DatabaseTarget:
+    """The database as the CLI sees it: a parsed libpq URL."""
+    return parse_database_url(url.set(drivername="postgresql").render_as_string(
+        hide_password=False))
+
+
 def run_async(url: URL, fn: Callable[[Any], Any], pool: int = 12) -> Any:
     async def main() -> Any:
-        async with open_engine(url, pool_size=pool) as engine:
+        async with open_engine(target(url), task="bench", pool_size=pool) as engine:
             return await fn(engine)
     return asyncio.run(main())
 
@@ -149,7 +158,7 @@ def bench_process(db: URL, sql: sa.Engine, batch: int, concurrency: int,
     add()
     options = ProcessOptions(batch_size=batch, max_concurrent_pipelines=concurrency)
     t_ours, report = timed(lambda: run_async(
-        db, lambda e: run_process(e, options, [Stage("io", stage)]), pool=concurrency + 2))
+        db, lambda e: run_process(e, options, [Stage("io", stage)]), pool=concurrency + 1))
     assert report.counts["processed"] == batch, report.counts
     ideal = batch / concurrency * latency
     return {"batch": batch, "concurrency": concurrency, "latency_s": latency,

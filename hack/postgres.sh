@@ -5,7 +5,8 @@
 #   hack/postgres.sh stop    stops the server (the data directory is kept)
 #   hack/postgres.sh destroy stops the server and removes the data directory
 # Environment: CRONTASK_PG_DIR (default /tmp/crontask-pg), CRONTASK_PG_PORT (default: a free
-# port chosen at first start and remembered in the directory). The server listens on 127.0.0.1
+# port chosen at first start and remembered in the directory), CRONTASK_PG_OPTS (more server
+# options, appended to ours so they win, e.g. "-c max_connections=8" for the fault tier). The server listens on 127.0.0.1
 # only, with trust authentication for the superuser `postgres`: it is a disposable test server,
 # never a production one. initdb refuses to run as root, so as root it runs as the `postgres`
 # OS user (created by Debian's postgresql package).
@@ -62,7 +63,8 @@ start() {
   # Durability is worthless for a throwaway server; speed is not.
   as_owner "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start -o \
     "-c listen_addresses=127.0.0.1 -p $p -k $dir -c fsync=off -c synchronous_commit=off \
-     -c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB" >/dev/null \
+     -c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB \
+     ${CRONTASK_PG_OPTS:-}" >/dev/null \
     || { tail -n 20 "$dir/server.log" >&2; exit 1; }
   url
 }

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: set-up, static checks, then the unit, database and
-# cluster tiers in that order: the cluster tier (e2e) on the local backend, then again on a
-# kind cluster (e2e-kind), then two more kind up/down cycles that must leave the host as they
-# found it (kind-host). Each phase prints its duration.
+# The whole test suite, from a fresh machine: set-up, static checks, then the unit, database,
+# fault and cluster tiers in that order: the cluster tier (e2e) on the local backend, then again
+# on a kind cluster (e2e-kind), then two more kind up/down cycles that must leave the host as
+# they found it (kind-host). Each phase prints its duration.
 #   hack/test.sh              all tiers
 #   hack/test.sh unit db      only those tiers (static checks run with any selection)
 # Environment: DATABASE_URL to use an existing PostgreSQL for the db tier (default: a throwaway
-# server the fixtures start); CRONTASK_E2E_BACKEND=local|kind|kubeconfig for the e2e tier
-# (default local here; see hack/cluster/).
+# server the fixtures start; the fault tier always starts, restarts and stops its own);
+# CRONTASK_E2E_BACKEND=local|kind|kubeconfig for the e2e tier (default local here; see
+# hack/cluster/).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 tiers=("$@")
-((${#tiers[@]})) || tiers=(unit db e2e e2e-kind kind-host)
+((${#tiers[@]})) || tiers=(unit db faults e2e e2e-kind kind-host)
 suite_start=$(date +%s)
 summary=()
 
@@ -49,13 +50,14 @@ for tier in "${tiers[@]}"; do
   case "$tier" in
     unit) phase unit run_pytest tests/unit ;;
     db) phase db run_pytest -m db tests/db ;;
+    faults) phase faults run_pytest -m faults tests/faults ;;
     e2e) phase e2e env CRONTASK_E2E_BACKEND="${CRONTASK_E2E_BACKEND:-local}" ./hack/e2e.sh ;;
     e2e-kind)
       # everything kind needs, built here and cached (hack/kind/build.sh prints each build's time)
       phase kind-build sh -c './hack/kind/engine.sh apt && ./hack/kind/build.sh images'
       phase e2e-kind env CRONTASK_E2E_BACKEND=kind ./hack/e2e.sh ;;
     kind-host) phase kind-host ./hack/kind/host-state.sh cycles 2 ;;
-    *) echo "unknown tier: $tier (unit, db, e2e, e2e-kind, kind-host)" >&2; exit 2 ;;
+    *) echo "unknown tier: $tier (unit, db, faults, e2e, e2e-kind, kind-host)" >&2; exit 2 ;;
   esac
 done
 

@@ -337,8 +337,32 @@ start_etcd() {
   wait_for etcd "etcd /health" in_ns etcdctl --endpoints http://127.0.0.1:2379 endpoint health
 }
 
+# The API server's audit log: requests made by ServiceAccounts outside kube-system (the
+# operator under test), so a test can derive the RBAC rules the operator really uses. CronJob
+# writes are logged with their request body (owner references decide a finalizers rule).
+write_audit_policy() {
+  write_if_changed "$STATE/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  userGroups: ["system:serviceaccounts:kube-system"]
+- level: Request
+  userGroups: ["system:serviceaccounts"]
+  verbs: ["create", "update", "patch"]
+  resources: [{group: batch, resources: [cronjobs]}]
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+EOF
+}
+
 start_apiserver() {
+  write_audit_policy
   start kube-apiserver kube-apiserver \
+    --audit-policy-file="$STATE/audit-policy.yaml" --audit-log-path="$LOGS/audit.log" \
+    --audit-log-maxsize=200 --audit-log-maxbackup=1 \
     --advertise-address="$NODE_IP" --bind-address=0.0.0.0 --secure-port=6443 \
     --etcd-servers=http://127.0.0.1:2379 \
     --service-cluster-ip-range="$SERVICE_CIDR" \
@@ -352,7 +376,7 @@ start_apiserver() {
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
     --authorization-mode=Node,RBAC \
-    --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,DefaultTolerationSeconds,NodeRestriction,PodSecurity,Priority,RuntimeClass,ResourceQuota,StorageObjectInUseProtection,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,CertificateApproval,CertificateSigning,CertificateSubjectRestriction,TaintNodesByCondition \
+    --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,DefaultTolerationSeconds,NodeRestriction,OwnerReferencesPermissionEnforcement,PodSecurity,Priority,RuntimeClass,ResourceQuota,StorageObjectInUseProtection,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,CertificateApproval,CertificateSigning,CertificateSubjectRestriction,TaintNodesByCondition \
     --allow-privileged=false --profiling=false --enable-priority-and-fairness=true \
     --event-ttl=1h --v=1
   wait_for kube-apiserver "apiserver /readyz" kc get --raw /readyz
@@ -498,6 +522,7 @@ POD_CIDR=$POD_CIDR
 CRONTASK_NETNS=$NETNS
 CRONTASK_TOOLS_BIN=$BIN_DIR
 CONTAINERD_ADDRESS=$CTRD_SOCK
+CRONTASK_AUDIT_LOG=$LOGS/audit.log
 EOF
   chmod 600 "$STATE/env"
 }
@@ -712,7 +737,8 @@ cmd_exec() {
   local dburl=""
   [ -s "$STATE/database-url" ] && dburl="$(cat "$STATE/database-url")"
   exec nsenter --net="$NETNS_PATH" -- env KUBECONFIG="$ADMIN_KUBECONFIG" DATABASE_URL="$dburl" \
-    CRONTASK_E2E_DATABASE_URL="$dburl" CONTAINERD_ADDRESS="$CTRD_SOCK" PATH="$BIN_DIR:$PATH" "$@"
+    CRONTASK_E2E_DATABASE_URL="$dburl" CONTAINERD_ADDRESS="$CTRD_SOCK" \
+    CRONTASK_AUDIT_LOG="$LOGS/audit.log" PATH="$BIN_DIR:$PATH" "$@"
 }
 
 main() {

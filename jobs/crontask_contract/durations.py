@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
 DURATION_PATTERN: Final = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
@@ -19,38 +20,64 @@ DURATION_PATTERN: Final = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 CEL's `duration()` parses, so cross-field rules can live in the schema. The parser below
 accepts more (`1.5h`, `250ms`, plain seconds) for flags and environment variables."""
 
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+MAX_DURATION: Final = timedelta(days=36500)
+"""About a hundred years: far beyond any threshold or timeout a task needs, and far within
+what both sides compute with it (a timedelta, a PostgreSQL interval, `now() - interval`)."""
+
+MAX_DURATION_CHARS: Final = 64
+"""Longer text is refused before it is parsed (or echoed in a message)."""
+
+_UNIT_MICROSECONDS: Final = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
+_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", re.ASCII)
 
 
 class DurationError(ValueError):
     pass
 
 
+def _microseconds(raw: str, shown: str) -> Decimal:
+    if raw.isascii() and raw.isdigit():
+        return Decimal(raw) * _UNIT_MICROSECONDS["s"]
+    pos, total = 0, Decimal(0)
+    for match in _PART.finditer(raw):
+        if match.start() != pos:
+            break
+        total += Decimal(match.group(1)) * _UNIT_MICROSECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(raw) or pos == 0:
+        raise DurationError(f"invalid duration {shown}: use e.g. 90s, 30m, 1h30m or plain seconds")
+    return total
+
+
 def parse_duration(text: str | int) -> timedelta:
-    """Parse `90s`, `30m`, `1h30m`, `1.5h`, `250ms` or whole seconds (`90` or the int 90)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        seconds = float(text)
+    """Parse `90s`, `30m`, `1h30m`, `1.5h`, `250ms` or whole seconds (`90` or the int 90).
+
+    Exact (decimal arithmetic, rounded to the microsecond a timedelta holds); raises only
+    DurationError: for garbage, for zero or less, for a value that rounds to zero microseconds
+    and for one beyond MAX_DURATION.
+    """
+    if isinstance(text, bool):
+        raise DurationError(f"invalid duration {text!r}: use e.g. 90s, 30m, 1h30m or plain seconds")
+    if isinstance(text, int):
+        shown = repr(text) if abs(text) < 10**MAX_DURATION_CHARS else "(a very long number)"
+        micro = Decimal(text) * _UNIT_MICROSECONDS["s"]
     else:
         raw = str(text).strip()
         if not raw:
             raise DurationError("empty duration")
-        if raw.isdigit():
-            seconds = float(int(raw))
-        else:
-            pos, seconds = 0, 0.0
-            for match in _PART.finditer(raw):
-                if match.start() != pos:
-                    break
-                seconds += float(match.group(1)) * _UNITS[match.group(2)]
-                pos = match.end()
-            if pos != len(raw) or pos == 0:
-                raise DurationError(
-                    f"invalid duration {text!r}: use e.g. 90s, 30m, 1h30m or plain seconds"
-                )
-    if seconds <= 0:
-        raise DurationError(f"duration {text!r} must be positive")
-    return timedelta(seconds=seconds)
+        if len(raw) > MAX_DURATION_CHARS:
+            raise DurationError(f"invalid duration: {len(raw)} characters is too long for one")
+        shown = repr(text)
+        micro = _microseconds(raw, shown)
+    if micro <= 0:
+        raise DurationError(f"duration {shown} must be positive")
+    whole = int(micro.to_integral_value(rounding=ROUND_HALF_EVEN))
+    if whole > MAX_DURATION // timedelta(microseconds=1):
+        raise DurationError(f"duration {shown} is longer than the maximum "
+                            f"{MAX_DURATION.days} days")
+    if whole == 0:
+        raise DurationError(f"duration {shown} is shorter than a microsecond")
+    return timedelta(microseconds=whole)
 
 
 def duration_seconds(text: str | int) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -66,10 +67,6 @@ class StageTiming:
     total_ms: float
     max_ms: float
 
-    @property
-    def mean_ms(self) -> float:
-        return self.total_ms / self.count if self.count else 0.0
-
 
 @dataclass(frozen=True)
 class RunReport:
@@ -111,14 +108,91 @@ class RunReport:
         return out
 
 
+MIN_REPORT_BYTES: Final = 1024
+"""The smallest budget `encode` accepts: its last resort always fits in it."""
+
+MAX_NAME_CHARS: Final = 64
+"""Task, reason, identifiers, timestamps, count and stage names are clipped to this."""
+
+INT64_MAX: Final = 2**63 - 1
+MAX_COUNT: Final = INT64_MAX
+"""Counts are int64 on the Kubernetes side (the CronTask status schema's integers)."""
+MAX_MILLISECONDS: Final = 1e15
+"""Timings are within [0, this]: about 31,000 years, and short in JSON."""
+MAX_ENTRIES: Final = 64
+"""Most entries in counts, stage_errors or stage_timings (encode keeps the most important)."""
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(limit - 1, 0)] + "…"
 
 
+def _text(value: object, limit: int) -> str:
+    """A string that UTF-8 can encode (lone surrogates replaced), at most `limit` characters."""
+    return _SURROGATE.sub("\ufffd", _clip(value if isinstance(value, str) else str(value), limit))
+
+
+def _optional_text(value: object, limit: int) -> str | None:
+    return None if value is None else _text(value, limit)
+
+
+def _clamp_count(value: object) -> int:
+    """A non-negative int64, whatever the caller put in a count."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return min(max(value, 0), INT64_MAX)
+    if isinstance(value, float) and math.isfinite(value):
+        return min(max(int(value), 0), INT64_MAX)
+    return 0
+
+
+def _clamp_milliseconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        return 0.0
+    return min(number, MAX_MILLISECONDS)
+
+
+def _first(items: Mapping[str, Any], order: Any) -> dict[str, Any]:
+    """At most MAX_ENTRIES entries, the most important first (what `decode` accepts)."""
+    return dict(sorted(items.items(), key=order)[:MAX_ENTRIES])
+
+
+def _sanitized(report: RunReport) -> RunReport:
+    """The same report with every field inside what the schema, JSON and `decode` allow."""
+    counts = {_text(k, MAX_NAME_CHARS): _clamp_count(v) for k, v in report.counts.items()}
+    errors = {_text(k, MAX_NAME_CHARS): StageErrors(
+        _clamp_count(e.count), _text(e.last_message, MAX_MESSAGE_CHARS))
+        for k, e in report.stage_errors.items()}
+    timings = {_text(k, MAX_NAME_CHARS): StageTiming(
+        _clamp_count(t.count), _clamp_milliseconds(t.total_ms), _clamp_milliseconds(t.max_ms))
+        for k, t in report.stage_timings.items()}
+    too_many = max(len(counts), len(errors), len(timings)) > MAX_ENTRIES
+    return RunReport(
+        task=_text(report.task, MAX_NAME_CHARS),
+        status=RunStatus(report.status),
+        reason=_optional_text(report.reason, MAX_NAME_CHARS),
+        error=_optional_text(report.error, MAX_MESSAGE_CHARS),
+        execution_id=_optional_text(report.execution_id, MAX_NAME_CHARS),
+        started_at=_optional_text(report.started_at, MAX_NAME_CHARS),
+        finished_at=_optional_text(report.finished_at, MAX_NAME_CHARS),
+        counts=_first(counts, lambda kv: kv[0]),
+        stage_errors=_first(errors, lambda kv: (-kv[1].count, kv[0])),
+        stage_timings=_first(timings, lambda kv: (-kv[1].total_ms, kv[0])),
+        truncated=bool(report.truncated) or too_many,
+    )
+
+
 def _dumps(report: RunReport) -> str:
-    return json.dumps(report.to_dict(), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return json.dumps(report.to_dict(), separators=(",", ":"), ensure_ascii=False,
+                      sort_keys=True, allow_nan=False)
 
 
 def _fits(text: str, max_bytes: int) -> bool:
@@ -132,20 +206,18 @@ def _with(report: RunReport, **changes: Any) -> RunReport:
 
 
 def encode(report: RunReport, max_bytes: int = MAX_REPORT_BYTES) -> str:
-    """Serialise a report as compact JSON of at most `max_bytes` UTF-8 bytes.
+    """Serialise a report as compact JSON of at most `max_bytes` UTF-8 bytes, whatever it holds.
 
-    The order of sacrifice keeps what an operator needs most: the status, reason and counts
-    survive; error messages are shortened first, then the stages with the fewest errors and
-    the least time are dropped (the database keeps the full record).
+    Always valid JSON (no NaN, no lone surrogate), always within the schema (counts are
+    non-negative int64, names and messages bounded), deterministic, and a fixed point:
+    encoding what `decode` reads back from the output gives the same output. The order of
+    sacrifice keeps what an operator needs most: the status, reason and counts survive; error
+    messages are shortened first, then the stages with the fewest errors and the least time
+    are dropped (the database keeps the full record).
     """
-    clipped = _with(
-        report,
-        error=None if report.error is None else _clip(report.error, MAX_MESSAGE_CHARS),
-        stage_errors={
-            name: StageErrors(e.count, _clip(e.last_message, MAX_MESSAGE_CHARS))
-            for name, e in report.stage_errors.items()
-        },
-    )
+    if max_bytes < MIN_REPORT_BYTES:
+        raise ValueError(f"max_bytes must be at least {MIN_REPORT_BYTES}")
+    clipped = _sanitized(report)
     text = _dumps(clipped)
     if _fits(text, max_bytes):
         return text
@@ -177,87 +249,201 @@ def encode(report: RunReport, max_bytes: int = MAX_REPORT_BYTES) -> str:
         )
         text = _dumps(candidate)
     if not _fits(text, max_bytes):
-        # Only pathological counts or identifiers remain: keep the verdict itself.
-        text = _dumps(RunReport(task=report.task, status=report.status,
-                                reason=report.reason, truncated=True))
+        # Only very many counts or long identifiers remain: keep the verdict itself, which
+        # fits in MIN_REPORT_BYTES (three names of at most 64 characters, escaped).
+        text = _dumps(RunReport(task=clipped.task, status=clipped.status,
+                                reason=clipped.reason, truncated=True))
     return text
 
 
-def _require(data: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = data.get(key)
-    if not isinstance(value, kind):
-        raise ReportError(f"run report field {key!r} must be {kind.__name__}, got {value!r}")
+# Bounds on what a report may hold: a termination message is at most 4096 bytes, but the Pod
+# status it is read from is written by whoever can write Pod status, so decoding trusts nothing.
+MAX_DECODE_CHARS: Final = 16 * 1024
+"""Longer text is refused before parsing (four times the termination message cap)."""
+MAX_DEPTH: Final = 8
+"""A report nests three levels deep; deeper JSON is refused before the parser recurses."""
+MAX_KEY_CHARS: Final = 128
+MAX_SHORT_CHARS: Final = 256
+"""task, reason, execution_id and timestamps."""
+MAX_TEXT_CHARS: Final = 2048
+"""error and a stage's last message (encode clips them to 300)."""
+_MAX_INT_DIGITS: Final = 19
+
+
+def _fail(message: str) -> ReportError:
+    return ReportError(message[:200])
+
+
+def _check_depth(text: str) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH, scanning once without recursion (the parser
+    itself recurses, and ``"[" * 2000`` would raise RecursionError inside it)."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _fail(f"run report nests deeper than {MAX_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _fail(f"run report number with {len(text)} digits is out of range")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _fail(f"run report number {text[:40]!r} is out of range")
     return value
 
 
-def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+def _parse_constant(text: str) -> Any:
+    raise _fail(f"run report holds {text}, which is not JSON")
+
+
+def _string(value: Any, where: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"run report field {where} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise _fail(f"run report field {where} is longer than {limit} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _fail(f"run report field {where} is not valid Unicode") from exc
+    return value
+
+
+def _optional_string(data: Mapping[str, Any], key: str, limit: int) -> str | None:
     value = data.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise ReportError(f"run report field {key!r} must be a string, got {value!r}")
+    return None if value is None else _string(value, key, limit)
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ReportError(f"run report field {where} must be a number, got {value!r}")
-    return float(value)
+def _count(value: Any, where: str) -> int:
+    # bool is an int subclass and 1.0 == 1: only a real JSON integer is a count.
+    if type(value) is not int:
+        raise _fail(f"run report field {where} must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= MAX_COUNT:
+        raise _fail(f"run report field {where} must be between 0 and {MAX_COUNT}")
+    return value
+
+
+def _milliseconds(value: Any, where: str) -> float:
+    if type(value) not in (int, float):
+        raise _fail(f"run report field {where} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not (math.isfinite(number) and 0 <= number <= MAX_MILLISECONDS):
+        raise _fail(f"run report field {where} is out of range")
+    return number
+
+
+def _entries(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(f"run report field {key!r} must be an object, got {type(value).__name__}")
+    if len(value) > MAX_ENTRIES:
+        raise _fail(f"run report field {key!r} has more than {MAX_ENTRIES} entries")
+    return {_string(k, f"{key} key", MAX_KEY_CHARS): v for k, v in value.items()}
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(f"run report field {where} must be an object, got {type(value).__name__}")
+    return value
 
 
 def from_dict(data: Any) -> RunReport:
+    """A RunReport from parsed JSON; ReportError for anything that is not a version-1 report.
+
+    Strict where the operator's status depends on it: ``v`` is the integer 1 (not ``true``, not
+    ``1.0``), counts are non-negative integers within int64 (never through float), strings are
+    bounded, objects are objects. Fields this version does not know are ignored.
+    """
     if not isinstance(data, Mapping):
-        raise ReportError("a run report is a JSON object")
+        raise _fail("a run report is a JSON object")
     version = data.get("v")
-    if version != SCHEMA_VERSION:
-        raise ReportError(f"unsupported run report version {version!r} (expected {SCHEMA_VERSION})")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        shown = repr(version)[:40]
+        raise _fail(f"unsupported run report version {shown} (expected {SCHEMA_VERSION})")
+    status_text = _string(data.get("status"), "status", MAX_SHORT_CHARS)
     try:
-        status = RunStatus(_require(data, "status", str))
+        status = RunStatus(status_text)
     except ValueError as exc:
-        raise ReportError(f"unknown run status {data.get('status')!r}") from exc
-    counts_raw = data.get("counts", {})
-    if not isinstance(counts_raw, Mapping):
-        raise ReportError("run report field 'counts' must be an object")
-    counts = {str(k): int(_number(v, f"counts.{k}")) for k, v in counts_raw.items()}
+        raise _fail(f"unknown run status {status_text[:40]!r}") from exc
+    counts = {k: _count(v, f"counts.{k}") for k, v in _entries(data, "counts").items()}
     errors: dict[str, StageErrors] = {}
-    for name, raw in dict(data.get("stage_errors") or {}).items():
-        if not isinstance(raw, Mapping):
-            raise ReportError(f"stage_errors.{name} must be an object")
-        count = int(_number(raw.get("count"), f"stage_errors.{name}.count"))
-        errors[str(name)] = StageErrors(count, str(raw.get("last", "")))
+    for name, raw in _entries(data, "stage_errors").items():
+        entry = _object(raw, f"stage_errors.{name}")
+        last = entry.get("last")
+        errors[name] = StageErrors(
+            _count(entry.get("count"), f"stage_errors.{name}.count"),
+            "" if last is None else _string(last, f"stage_errors.{name}.last", MAX_TEXT_CHARS))
     timings: dict[str, StageTiming] = {}
-    for name, raw in dict(data.get("stage_timings") or {}).items():
-        if not isinstance(raw, Mapping):
-            raise ReportError(f"stage_timings.{name} must be an object")
-        timings[str(name)] = StageTiming(
-            count=int(_number(raw.get("n"), f"stage_timings.{name}.n")),
-            total_ms=_number(raw.get("total_ms"), f"stage_timings.{name}.total_ms"),
-            max_ms=_number(raw.get("max_ms"), f"stage_timings.{name}.max_ms"),
+    for name, raw in _entries(data, "stage_timings").items():
+        entry = _object(raw, f"stage_timings.{name}")
+        timings[name] = StageTiming(
+            count=_count(entry.get("n"), f"stage_timings.{name}.n"),
+            total_ms=_milliseconds(entry.get("total_ms"), f"stage_timings.{name}.total_ms"),
+            max_ms=_milliseconds(entry.get("max_ms"), f"stage_timings.{name}.max_ms"),
         )
+    truncated = data.get("truncated", False)
+    if truncated is None:
+        truncated = False
+    if not isinstance(truncated, bool):
+        raise _fail("run report field 'truncated' must be a boolean")
     return RunReport(
-        task=_require(data, "task", str),
+        task=_string(data.get("task"), "task", MAX_SHORT_CHARS),
         status=status,
-        reason=_optional_str(data, "reason"),
-        error=_optional_str(data, "error"),
-        execution_id=_optional_str(data, "execution_id"),
-        started_at=_optional_str(data, "started_at"),
-        finished_at=_optional_str(data, "finished_at"),
+        reason=_optional_string(data, "reason", MAX_SHORT_CHARS),
+        error=_optional_string(data, "error", MAX_TEXT_CHARS),
+        execution_id=_optional_string(data, "execution_id", MAX_SHORT_CHARS),
+        started_at=_optional_string(data, "started_at", MAX_SHORT_CHARS),
+        finished_at=_optional_string(data, "finished_at", MAX_SHORT_CHARS),
         counts=counts,
         stage_errors=errors,
         stage_timings=timings,
-        truncated=bool(data.get("truncated", False)),
+        truncated=truncated,
     )
 
 
-def decode(text: str) -> RunReport:
-    """Parse a termination message. Raises ReportError for anything that is not a report."""
+def decode(text: Any) -> RunReport:
+    """Parse a termination message. Raises ReportError, and only ReportError, for anything that
+    is not a run report: not text, too long, too deep, not JSON, NaN or Infinity, a number beyond
+    int64, a wrong type anywhere."""
+    if not isinstance(text, str):
+        raise _fail(f"a termination message is text, got {type(text).__name__}")
+    if len(text) > MAX_DECODE_CHARS:
+        raise _fail(f"termination message is longer than {MAX_DECODE_CHARS} characters")
+    _check_depth(text)
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                          parse_constant=_parse_constant)
+    except ReportError:
+        raise
     except json.JSONDecodeError as exc:
-        raise ReportError(f"termination message is not JSON: {exc.msg}") from exc
+        raise _fail(f"termination message is not JSON: {exc.msg}") from exc
+    except (ValueError, RecursionError, TypeError, OverflowError) as exc:
+        raise _fail(f"termination message is not a run report: {type(exc).__name__}") from exc
     return from_dict(data)
 
 
 __all__ = [
     "GONE_TASKS",
+    "MAX_MESSAGE_CHARS",
     "MAX_REPORT_BYTES",
     "SCHEMA_VERSION",
     "TASKS",

@@ -1,7 +1,10 @@
 """`crontask-job [global options] TASK [task options]`: parse, run one task, report, exit.
 
-Exit codes: 0 completed or skipped; 1 the run failed; 2 usage or configuration error
-(including the retired task names); 3 database unreachable or authentication failed.
+Exit codes: 0 completed or skipped; 1 the run failed (its report's `reason` says how: see
+`faults`); 2 usage or configuration error (a bad flag, variable or DATABASE_URL, an unknown
+pipeline, a retired task name); 3 the database could not be reached or refused the connection.
+Global options may come before or after the task. Whatever goes wrong, the run's report is the
+last line of stdout and the content of the report file.
 """
 
 from __future__ import annotations
@@ -10,34 +13,27 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
-from sqlalchemy.engine import URL
-
-from crontask_contract.report import GONE_TASKS, RunReport, RunStatus, gone_message
-from crontask_jobs import config
-from crontask_jobs.db import (
-    DatabaseUrlError,
-    describe_connection_failure,
-    is_connection_failure,
-    mask_url,
-    open_engine,
-    scrub,
-    to_sqlalchemy_url,
-)
+from crontask_contract.report import GONE_TASKS, TASKS, RunReport, RunStatus, gone_message
+from crontask_jobs import config, masking
+from crontask_jobs.dburl import DatabaseTarget, DatabaseUrlError, parse_database_url
+from crontask_jobs.faults import DATABASE_UNAVAILABLE, EXIT_DATABASE, EXIT_FAILED, classify
 from crontask_jobs.logs import configure
+from crontask_jobs.messages import safe_text
 from crontask_jobs.reporting import default_report_file, emit
-from crontask_jobs.tasks.common import TaskFailed, utc_now
+from crontask_jobs.tasks.common import TERMINATED, utc_now
 
 log = logging.getLogger("crontask_jobs")
+T = TypeVar("T")
 
 EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
-EXIT_DATABASE: Final = 3
+USAGE: Final = "usage"
 
 
 class UsageError(Exception):
@@ -79,16 +75,16 @@ TASK_OPTS: Final[dict[str, tuple[Opt, ...]]] = {
         Opt("--window", config.duration, "50m",
             "skip when a decay completed within this window (50m)"),
         Opt("--max-decay-per-run", config.points, "10",
-            "the most points one run takes from a user (10)"),
+            "the most points one run takes from a user, at least 0.01 (10)"),
     ),
     "process": (
         Opt("--idle-after", config.duration, "15m",
             "conversations active and idle this long are eligible (15m)"),
-        Opt("--batch-size", config.positive_int, "10",
+        Opt("--batch-size", config.batch_size, "10",
             "claim at most this many per run; the rest are deferred (10)"),
-        Opt("--max-concurrent-pipelines", config.positive_int, "10",
-            "pipelines running at once in this run (10)"),
-        Opt("--max-in-flight", config.positive_int, None,
+        Opt("--max-concurrent-pipelines", config.pipelines, "10",
+            "pipelines running at once in this run, one connection each (10)"),
+        Opt("--max-in-flight", config.in_flight, None,
             "cap on conversations processing across all runs (unset: no cap)"),
         Opt("--stage-timeout", str, [], "[STAGE=]DUR, repeatable; a bare DUR is the "
             "default for every stage (60s unless the stage sets its own)", repeatable=True),
@@ -103,20 +99,26 @@ TASK_HELP: Final = {
     "process": "run idle conversations through the pipeline, a batch at a time (FR-003/4)",
     "migrate": "alembic upgrade head (idempotent, serialised by an advisory lock)",
 }
+_VALUE_FLAGS: Final = frozenset(o.flag for opts in (GLOBAL_OPTS, *TASK_OPTS.values())
+                                for o in opts)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="crontask-job", description="crontask maintenance jobs. Every flag "
-                     "can also be set as CRONTASK_<FLAG_UPPER_SNAKE>; DATABASE_URL is required.")
+    parser = _Parser(prog="crontask-job", allow_abbrev=False,
+                     description="crontask maintenance jobs. Every flag can also be set as "
+                     "CRONTASK_<FLAG_UPPER_SNAKE>; DATABASE_URL is required.")
     for opt in GLOBAL_OPTS:
         parser.add_argument(opt.flag, dest=opt.dest, default=None, help=opt.help)
     sub = parser.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
     sub.required = True
     for task, opts in TASK_OPTS.items():
-        p = sub.add_parser(task, help=TASK_HELP[task], description=TASK_HELP[task])
+        p = sub.add_parser(task, help=TASK_HELP[task], description=TASK_HELP[task],
+                           allow_abbrev=False)
         for opt in opts:
             p.add_argument(opt.flag, dest=opt.dest, default=None, help=opt.help,
                            action="append" if opt.repeatable else "store")
+        for opt in GLOBAL_OPTS:  # also after the task; given twice, the later one wins
+            p.add_argument(opt.flag, dest=opt.dest, default=argparse.SUPPRESS, help=opt.help)
     for gone in GONE_TASKS:
         sub.add_parser(gone, help=f"gone: use {GONE_TASKS[gone]}", add_help=False)
     return parser
@@ -162,24 +164,84 @@ def parse(argv: Sequence[str], env: dict[str, str]) -> Invocation:
     return Invocation(ns.task, options, report_file, values["log_format"], values["log_level"])
 
 
-def database_url(env: dict[str, str]) -> URL:
+def scan(argv: Sequence[str], env: dict[str, str]) -> tuple[str, str | None]:
+    """(task, report file) from arguments that may not parse (pure, never raises).
+
+    The task is the first argument that is neither an option nor an option's value, if it
+    names a task; the report file is `--report-file PATH` or `--report-file=PATH` wherever it
+    stands (the last one wins), else CRONTASK_REPORT_FILE.
+    """
+    task, report_file = "unknown", None
+    seen_positional = False
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg.partition("=")
+            if name in _VALUE_FLAGS and not eq:
+                value = args[i + 1] if i + 1 < len(args) else ""
+                i += 1
+            if name == "--report-file" and value:
+                report_file = value
+        elif not arg.startswith("-") and not seen_positional:
+            seen_positional = True
+            if arg in (*TASKS, "migrate", *GONE_TASKS):
+                task = arg
+        i += 1
+    if report_file is None:
+        report_file = env.get(config.env_name("--report-file"), "").strip() or None
+    return task, report_file
+
+
+def database_target(env: dict[str, str]) -> DatabaseTarget:
     raw = env.get("DATABASE_URL", "")
     if not raw.strip():
         raise UsageError("DATABASE_URL is not set (postgresql://user:password@host:port/db)")
     try:
-        return to_sqlalchemy_url(raw)
+        return parse_database_url(raw)
     except DatabaseUrlError as exc:
         raise UsageError(str(exc)) from exc
 
 
-async def _run_task(inv: Invocation, url: URL) -> RunReport:
+def _install_masker(env: dict[str, str]) -> None:
+    raw = env.get("DATABASE_URL")
+    try:
+        target = parse_database_url(raw) if raw and raw.strip() else None
+    except DatabaseUrlError:
+        target = None
+    masking.install(masking.masker_for(target, raw, env))
+
+
+def _run_until_signalled(work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` in an event loop whose task SIGTERM (or SIGINT) cancels, so a run stopped by
+    Kubernetes still settles its claims and closes its execution row."""
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await work()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
+
+
+async def _run_task(inv: Invocation, target: DatabaseTarget) -> RunReport:
     # Imported here so `--help` and usage errors stay fast.
+    from crontask_jobs.db import open_engine
+    from crontask_jobs.session import SessionLimits, limits_for_process
     from crontask_jobs.tasks.decay import DecayOptions, run_decay
     from crontask_jobs.tasks.process import ProcessOptions, run_process
     from crontask_jobs.tasks.recover import RecoverOptions, run_recover
 
     o = inv.options
     if inv.task == "process":
+        from crontask_jobs.pipeline.engine import resolve_timeouts
         from crontask_jobs.pipeline.loader import PipelineError, load_pipeline
         try:
             stages = load_pipeline(o["pipeline"])
@@ -192,78 +254,79 @@ async def _run_task(inv: Invocation, url: URL) -> RunReport:
                              f"stages: {', '.join(s.name for s in stages)}")
         options = ProcessOptions(o["idle_after"], o["batch_size"], o["max_concurrent_pipelines"],
                                  o["max_in_flight"], overrides, default)
-        async with open_engine(url, pool_size=options.max_concurrent_pipelines + 2) as engine:
+        limits = limits_for_process(resolve_timeouts(stages, overrides, default).values())
+        async with open_engine(target, task="process", limits=limits,
+                               pool_size=min(options.max_concurrent_pipelines,
+                                             options.batch_size) + 1) as engine:
             return await run_process(engine, options, stages)
-    async with open_engine(url) as engine:
+    async with open_engine(target, task=inv.task, pool_size=2,
+                           limits=SessionLimits()) as engine:
         if inv.task == "recover":
             return await run_recover(engine, RecoverOptions(o["stale_after"],
                                                             o["abandoned_after"]))
         return await run_decay(engine, DecayOptions(o["window"], o["max_decay_per_run"]))
 
 
-def _migrate(url: URL) -> RunReport:
+def _migrate(target: DatabaseTarget) -> RunReport:
     from crontask_jobs.migrate import upgrade
 
     started = utc_now()
-    before, after = upgrade(url)
+    before, after = upgrade(target)
     log.info("migrate: schema at %s (was %s)", after, before or "empty")
     return RunReport(task="migrate", status=RunStatus.COMPLETED, started_at=started,
                      finished_at=utc_now(), reason=None if before != after else "up_to_date")
 
 
 def _failed(task: str, reason: str, error: str, execution_id: str | None = None) -> RunReport:
-    return RunReport(task=task, status=RunStatus.FAILED, reason=reason, error=error,
+    return RunReport(task=task, status=RunStatus.FAILED, reason=reason, error=safe_text(error),
                      execution_id=execution_id, finished_at=utc_now())
 
 
+def exit_code(report: RunReport) -> int:
+    if report.status is not RunStatus.FAILED:
+        return EXIT_OK
+    if report.reason == USAGE:
+        return EXIT_USAGE
+    return EXIT_DATABASE if report.reason == DATABASE_UNAVAILABLE else EXIT_FAILED
+
+
 def run(argv: Sequence[str], env: dict[str, str]) -> int:
-    task_guess = next((a for a in argv if not a.startswith("-")), "unknown")
+    _install_masker(env)
     try:
         inv = parse(argv, env)
-        url = database_url(env)
+        target = database_target(env)
     except UsageError as exc:
-        message = str(exc)
-        configure(logging.INFO, "text", None)
+        message = safe_text(exc)
+        configure(logging.INFO, "text")
         print(f"crontask-job: error: {message}", file=sys.stderr)
-        explicit = env.get(config.env_name("--report-file"))
-        if "--report-file" in argv:
-            explicit = argv[argv.index("--report-file") + 1 : argv.index("--report-file") + 2][0] \
-                if argv.index("--report-file") + 1 < len(argv) else None
-        emit(_failed(task_guess, "usage", message), explicit or default_report_file())
+        task, report_file = scan(argv, env)
+        emit(_failed(task, USAGE, message), report_file or default_report_file())
         return EXIT_USAGE
 
-    configure(inv.log_level, inv.log_format, url.password)
-    log.info("crontask-job %s against %s", inv.task, mask_url(url))
+    configure(inv.log_level, inv.log_format)
+    log.info("crontask-job %s against %s", inv.task, target.render())
     try:
-        report = _migrate(url) if inv.task == "migrate" else asyncio.run(_run_task(inv, url))
+        if inv.task == "migrate":
+            report = _migrate(target)
+        else:
+            report = _run_until_signalled(lambda: _run_task(inv, target))
     except UsageError as exc:
         log.error("%s", exc)
-        emit(_failed(inv.task, "usage", str(exc)), inv.report_file)
-        return EXIT_USAGE
-    except TaskFailed as exc:
-        cause = exc.cause or exc
-        exec_id = str(exc.execution_id) if exc.execution_id else None
-        if is_connection_failure(cause):
-            message = describe_connection_failure(cause, url)
-            log.error("%s", message)
-            emit(_failed(inv.task, "database_unavailable", message, exec_id), inv.report_file)
-            return EXIT_DATABASE
-        message = scrub(f"{exc}: {cause}", url)
-        log.error("%s", message, exc_info=cause)
-        emit(_failed(inv.task, "error", message, exec_id), inv.report_file)
-        return EXIT_FAILED
+        report = _failed(inv.task, USAGE, str(exc))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        log.error("%s: terminated", inv.task)
+        report = _failed(inv.task, TERMINATED, "the run was terminated before it could report")
     except Exception as exc:
-        if is_connection_failure(exc):
-            message = describe_connection_failure(exc, url)
+        fault = classify(exc)
+        if fault.reason == DATABASE_UNAVAILABLE:
+            message = f"database unreachable at {target.render()}: {fault.message}"
             log.error("%s", message)
-            emit(_failed(inv.task, "database_unavailable", message), inv.report_file)
-            return EXIT_DATABASE
-        message = scrub(f"{type(exc).__name__}: {exc}", url)
-        log.error("%s failed: %s", inv.task, message, exc_info=exc)
-        emit(_failed(inv.task, "error", message), inv.report_file)
-        return EXIT_FAILED
+        else:
+            message = f"{inv.task} failed: {fault.reason}: {fault.message}"
+            log.error("%s", message, exc_info=exc)
+        report = _failed(inv.task, fault.reason, message)
     emit(report, inv.report_file)
-    return EXIT_OK
+    return exit_code(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,9 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
-from crontask_contract.durations import DurationError, parse_duration
+from crontask_contract.durations import DurationError, format_duration, parse_duration
+from crontask_jobs.decay_rules import MIN_MAX_DECAY_PER_RUN
+from crontask_jobs.session import MAX_TIMEOUT
 
 ENV_PREFIX: Final = "CRONTASK_"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -34,48 +36,84 @@ def duration(text: str) -> timedelta:
         raise ConfigError(str(exc)) from exc
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError as exc:
-        raise ConfigError(f"{text!r} is not an integer") from exc
-    if value <= 0:
-        raise ConfigError(f"{text!r} must be a positive integer")
+MAX_TEXT_CHARS: Final = 64
+"""A flag value longer than this is refused without being echoed."""
+
+
+def _short(text: str) -> str:
+    value = text.strip()
+    if len(value) > MAX_TEXT_CHARS:
+        raise ConfigError(f"a value of {len(value)} characters is too long")
     return value
+
+
+def bounded_int(text: str, maximum: int) -> int:
+    """A whole number from 1 to `maximum`, in ASCII digits (no sign, no underscores)."""
+    value = _short(text)
+    if not (value.isascii() and value.isdigit()):
+        raise ConfigError(f"{value!r} is not a positive integer")
+    number = int(value)
+    if not 0 < number <= maximum:
+        raise ConfigError(f"{value!r} must be an integer from 1 to {maximum}")
+    return number
+
+
+def batch_size(text: str) -> int:
+    return bounded_int(text, 1_000_000)
+
+
+def pipelines(text: str) -> int:
+    """Each pipeline holds a database connection: a thousand is far beyond any server's."""
+    return bounded_int(text, 1_000)
+
+
+def in_flight(text: str) -> int:
+    return bounded_int(text, 2**31 - 1)
 
 
 def points(text: str) -> Decimal:
+    value = _short(text)
     try:
-        value = Decimal(text.strip())
+        number = Decimal(value)
     except InvalidOperation as exc:
-        raise ConfigError(f"{text!r} is not a number") from exc
-    if not value.is_finite() or value <= 0 or value > 100:
-        raise ConfigError(f"{text!r} must be a number of points in (0, 100]")
-    return value
+        raise ConfigError(f"{value!r} is not a number") from exc
+    if not number.is_finite() or number < MIN_MAX_DECAY_PER_RUN or number > 100:
+        raise ConfigError(f"{value!r} must be a number of points from {MIN_MAX_DECAY_PER_RUN}"
+                          " (one cent) to 100")
+    return number
 
 
 def log_level(text: str) -> int:
-    name = text.strip().upper()
+    name = _short(text).upper()
     if name not in LOG_LEVELS:
         raise ConfigError(f"{text!r} is not a log level ({', '.join(LOG_LEVELS)})")
     return int(logging.getLevelName(name))
 
 
 def log_format(text: str) -> str:
-    value = text.strip().lower()
+    value = _short(text).lower()
     if value not in LOG_FORMATS:
         raise ConfigError(f"{text!r} is not a log format ({', '.join(LOG_FORMATS)})")
     return value
 
 
+def timeout(text: str) -> timedelta:
+    """A duration that PostgreSQL's millisecond timeouts can hold (a stage's becomes one)."""
+    value = duration(text)
+    if value > MAX_TIMEOUT:
+        raise ConfigError(f"{text.strip()!r} is longer than PostgreSQL's statement_timeout holds"
+                          f" ({format_duration(MAX_TIMEOUT)})")
+    return value
+
+
 def stage_timeout(text: str) -> tuple[str | None, timedelta]:
     """`DUR` (the default for every stage) or `STAGE=DUR`."""
-    name, sep, value = text.partition("=")
+    name, sep, value = _short(text).partition("=")
     if not sep:
-        return None, duration(text)
+        return None, timeout(text)
     if not name.strip():
-        raise ConfigError(f"{text!r}: the stage name before '=' is empty")
-    return name.strip(), duration(value)
+        raise ConfigError(f"{text.strip()!r}: the stage name before '=' is empty")
+    return name.strip(), timeout(value)
 
 
 def stage_timeouts(values: list[str]) -> tuple[dict[str, timedelta], timedelta | None]:

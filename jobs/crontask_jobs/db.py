@@ -1,108 +1,104 @@
-"""Database URLs, engines, and telling "the database is unreachable" apart from other failures.
+"""Engines for one run, and the one place connections are opened.
 
-Users give a libpq URL (`postgresql://user:pass@host:port/db`), the form every PostgreSQL tool
-accepts; SQLAlchemy needs its driver named. The password must never reach a log or a report,
-so every message that could contain the URL goes through `mask_url` / `scrub`.
+The engine is built from a parsed `DatabaseTarget`: the driver gets libpq keywords (never a URL
+string it could echo), SQLAlchemy's own URL holds nothing, statement parameters are hidden from
+exception messages, and every new session sets the run's `SessionLimits` before it is used.
+`connection()` is how the tasks connect: a failure to connect (refused, unresolvable, bad
+credentials, too many clients, server starting or stopping) surfaces as `ConnectFailed`, so the
+run can tell "the server would not let us in" (exit 3) from a failure after it did (exit 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-DRIVER: Final = "postgresql+psycopg"
-_ACCEPTED_SCHEMES: Final = ("postgresql", "postgres", "postgresql+psycopg")
+from crontask_jobs.dburl import DatabaseTarget
+from crontask_jobs.session import SessionLimits, client_keywords
 
-
-class DatabaseUrlError(ValueError):
-    pass
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The server cannot be reached or refuses our credentials: not the run's own fault."""
+DRIVER_URL = "postgresql+psycopg://"
+POOL_TIMEOUT_SECONDS = 30
 
 
-def to_sqlalchemy_url(raw: str) -> URL:
-    text = raw.strip()
-    if not text:
-        raise DatabaseUrlError("DATABASE_URL is empty")
-    scheme = text.split("://", 1)[0] if "://" in text else ""
-    if scheme not in _ACCEPTED_SCHEMES:
-        raise DatabaseUrlError(
-            f"DATABASE_URL must start with postgresql:// (got scheme {scheme or 'none'!r})"
-        )
-    try:
-        url = make_url(text)
-    except ArgumentError as exc:
-        raise DatabaseUrlError("DATABASE_URL is not a valid URL") from exc
-    return url.set(drivername=DRIVER)
+class ConnectFailed(Exception):
+    """Opening a connection failed; `__cause__` is the driver's error."""
 
 
-def mask_url(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+def _apply_limits(limits: SessionLimits) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        version = int(dbapi_connection.driver_connection.info.server_version)
+        settings = limits.settings(version)
+        calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
+        values = [v for item in settings.items() for v in item]
+        # In autocommit: a session setting made in a transaction rolled back later would be
+        # undone, and a pod frozen between a BEGIN and this statement would sit idle in a
+        # transaction before its idle limit is set.
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SELECT {calls}", values)  # the f-string joins placeholders only
+        finally:
+            cursor.close()
+            dbapi_connection.autocommit = False
+
+    return on_connect
 
 
-def scrub(text: str, url: URL | None) -> str:
-    """Remove the password from any text that may have echoed a connection string."""
-    if url is not None and url.password:
-        text = text.replace(str(url.password), "***")
-    return text
-
-
-def make_engine(url: URL, *, pool_size: int = 5,
-                application_name: str = "crontask-job") -> AsyncEngine:
-    return create_async_engine(
-        url,
+def make_engine(target: DatabaseTarget, *, task: str, pool_size: int,
+                limits: SessionLimits | None = None) -> AsyncEngine:
+    """An engine of exactly `pool_size` connections (no overflow), each with the limits set."""
+    engine = create_async_engine(
+        DRIVER_URL,
         pool_size=pool_size,
-        max_overflow=2,
-        pool_pre_ping=False,
-        connect_args={"application_name": application_name, "connect_timeout": 10},
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args=client_keywords(task, target.keywords()),
     )
+    # First, before even the dialect's own first-connect queries: no statement of a session
+    # runs without its limits.
+    event.listen(engine.sync_engine, "connect", _apply_limits(limits or SessionLimits()),
+                 insert=True)
+    return engine
 
 
 @asynccontextmanager
-async def open_engine(url: URL, *, pool_size: int = 5) -> AsyncIterator[AsyncEngine]:
+async def open_engine(target: DatabaseTarget, *, task: str, pool_size: int = 2,
+                      limits: SessionLimits | None = None) -> AsyncIterator[AsyncEngine]:
     """An engine for one run, its connections closed however the run ends."""
-    engine = make_engine(url, pool_size=pool_size)
+    engine = make_engine(target, task=task, pool_size=pool_size, limits=limits)
     try:
         yield engine
     finally:
         await engine.dispose()
 
 
-def make_sync_engine(url: URL) -> sa.Engine:
+@asynccontextmanager
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection from the pool; failing to get one raises ConnectFailed."""
+    conn = engine.connect()
+    try:
+        await conn.start()
+    except (DBAPIError, PoolTimeout, OSError) as exc:
+        raise ConnectFailed("could not connect to the database") from exc
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def make_sync_engine(target: DatabaseTarget) -> sa.Engine:
+    """For migrations: one connection at a time, the client keywords, no session limits (DDL
+    on a large table may legitimately run long)."""
     return sa.create_engine(
-        url, poolclass=sa.pool.NullPool,
-        connect_args={"application_name": "crontask-job migrate", "connect_timeout": 10},
+        DRIVER_URL, poolclass=sa.pool.NullPool, hide_parameters=True,
+        connect_args=client_keywords("migrate", target.keywords()),
     )
-
-
-def is_connection_failure(exc: BaseException) -> bool:
-    """True for a failure to reach or authenticate to the server (exit code 3).
-
-    psycopg reports refused connections, DNS failures, bad passwords and a server that went
-    away mid-run as OperationalError; SQLSTATE class 08 (connection exception) and 28 (invalid
-    authorization) say the same when the server answered.
-    """
-    if isinstance(exc, DatabaseUnavailable):
-        return True
-    if isinstance(exc, OperationalError):
-        return True
-    if isinstance(exc, DBAPIError):
-        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-        return sqlstate[:2] in {"08", "28", "57"}
-    return False
-
-
-def describe_connection_failure(exc: BaseException, url: URL | None) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
-    detail = lines[0] if lines else type(orig).__name__
-    where = mask_url(url) if url is not None else "the database"
-    return scrub(f"database unreachable at {where}: {detail}", url)

@@ -13,9 +13,6 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = sa.MetaData()
 
-CONVERSATION_STATUSES = ("active", "processing", "processed", "failed")
-JOB_STATUSES = ("running", "completed", "failed", "skipped")
-
 def _uuid_pk() -> sa.Column[uuid.UUID]:
     return sa.Column("id", UUID(as_uuid=True), primary_key=True,
                      server_default=sa.text("gen_random_uuid()"))

@@ -2,6 +2,9 @@
 
 A run's row is inserted and committed before any work starts, so a pod killed mid-run leaves a
 `running` row behind that `recover` later closes as abandoned, rather than leaving no trace.
+Lock policy: a run's own row is only ever updated by that run (its finish) and by `recover`
+(abandoned rows, SKIP LOCKED), each in a short statement; `finish` waits, bounded by the
+session's lock_timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crontask_jobs import masking
+from crontask_jobs.messages import safe_text
+
+
+def _document(result: dict[str, Any]) -> str:
+    """A result as JSON for a jsonb column, every string in it masked."""
+    return json.dumps(masking.mask_document(result, masking.active()))
 
 
 class JobExecutionRepository:
@@ -41,14 +52,13 @@ class JobExecutionRepository:
         )
         return uuid.UUID(str(row.scalar_one()))
 
-    async def record_skip(self, job_name: str, reason: str) -> uuid.UUID:
+    async def record_skip(self, job_name: str, result: dict[str, Any]) -> uuid.UUID:
         row = await self._conn.execute(
             sa.text(
                 "INSERT INTO job_executions (job_name, status, completed_at, result, host)"
                 " VALUES (:name, 'skipped', now(), CAST(:result AS jsonb), :host) RETURNING id"
             ),
-            {"name": job_name, "result": json.dumps({"reason": reason}),
-             "host": socket.gethostname()},
+            {"name": job_name, "result": _document(result), "host": socket.gethostname()},
         )
         return uuid.UUID(str(row.scalar_one()))
 
@@ -61,5 +71,6 @@ class JobExecutionRepository:
                 " result = CAST(:result AS jsonb), error = :error"
                 " WHERE id = :id AND status = 'running'"
             ),
-            {"id": execution_id, "status": status, "result": json.dumps(result), "error": error},
+            {"id": execution_id, "status": status, "result": _document(result),
+             "error": None if error is None else safe_text(error)},
         )

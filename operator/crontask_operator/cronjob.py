@@ -8,17 +8,20 @@ back to its CronTask.
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
-from crontask_operator import names
+from crontask_operator import defaults, names, quantities
 from crontask_operator.spec import CronTaskSpec
 from crontask_operator.validation import Timing
 
 Manifest = dict[str, Any]
+APPLIED_HASH: Final = f"{names.GROUP}/applied-hash"
+"""Annotation on the CronJob: a hash of the manifest last applied, so that a changed spec is
+applied even when it only removes a field (a subset test cannot see a removal)."""
 JOB_UID = 65532
 """The non-root user of the jobs image."""
 
@@ -27,11 +30,10 @@ JOB_UID = 65532
 class JobDefaults:
     """What a CronTask does not say about its pods: the operator's flags decide."""
 
-    image: str = names.DEFAULT_IMAGE
-    image_pull_policy: str = "IfNotPresent"
-    requests: Mapping[str, str] = field(
-        default_factory=lambda: {"cpu": "50m", "memory": "128Mi"})
-    limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "256Mi"})
+    image: str = defaults.JOB_IMAGE
+    image_pull_policy: str = defaults.JOB_IMAGE_PULL_POLICY
+    requests: Mapping[str, str] = field(default_factory=lambda: dict(defaults.JOB_REQUESTS))
+    limits: Mapping[str, str] = field(default_factory=lambda: dict(defaults.JOB_LIMITS))
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,9 @@ def container(spec: CronTaskSpec, defaults: JobDefaults) -> Manifest:
     }]
     env += [dict(e) for e in spec.env]
     resources = {
-        "requests": dict(spec.resources.get("requests") or defaults.requests),
-        "limits": dict(spec.resources.get("limits") or defaults.limits),
+        kind: {name: quantities.canonical(q, resource_list=True) for name, q in amounts.items()}
+        for kind, amounts in (("requests", spec.resources.get("requests") or defaults.requests),
+                              ("limits", spec.resources.get("limits") or defaults.limits))
     }
     return {
         "name": names.CONTAINER_NAME,
@@ -153,7 +156,7 @@ def build_cronjob(owner: Owner, spec: CronTaskSpec, timing: Timing,
         job_spec["parallelism"] = int(spec.params["parallelism"])
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
-    return {
+    manifest: Manifest = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {
@@ -173,75 +176,12 @@ def build_cronjob(owner: Owner, spec: CronTaskSpec, timing: Timing,
             "jobTemplate": {"metadata": {"labels": dict(tags)}, "spec": job_spec},
         },
     }
+    manifest["metadata"]["annotations"] = {APPLIED_HASH: manifest_hash(manifest)}
+    return manifest
 
 
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
-_SUFFIX: Mapping[str, Decimal] = {
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-    "P": Decimal("1e15"), "E": Decimal("1e18"),
-    **{f"{p}i": Decimal(1024) ** (i + 1) for i, p in enumerate("KMGTPE")},
-}
-
-
-def parse_quantity(value: object) -> Decimal | None:
-    """A Kubernetes resource quantity as a number, or None if it is not one.
-
-    The API server rewrites quantities into canonical form (``1000m`` becomes ``1``,
-    ``0.5Gi`` becomes ``512Mi``), so resources must be compared by value, or every resync
-    would see drift that is not there.
-    """
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    match = _QUANTITY.match(str(value).strip())
-    if match is None:
-        return None
-    number, suffix = Decimal(match.group(1)), match.group(2) or ""
-    if suffix[:1] in ("e", "E"):
-        return number * Decimal(10) ** int(suffix[1:])
-    return number * _SUFFIX[suffix]
-
-
-def _same_resources(desired: Mapping[str, Any], actual: Any) -> bool:
-    """``requests``/``limits`` maps, their quantities compared by value."""
-    def same(wanted: Any, have: Any) -> bool:
-        ours = parse_quantity(wanted)
-        return bool(wanted == have) or (ours is not None and ours == parse_quantity(have))
-
-    def same_kind(wanted: Any, have: Any) -> bool:
-        if not isinstance(wanted, Mapping):  # e.g. resources.claims, a list
-            return is_subset(wanted, have)
-        return isinstance(have, Mapping) and all(same(q, have.get(r)) for r, q in wanted.items())
-
-    return isinstance(actual, Mapping) and all(
-        same_kind(wanted, actual.get(kind)) for kind, wanted in desired.items())
-
-
-def is_subset(desired: Any, actual: Any) -> bool:
-    """Whether every field we set has our value in ``actual`` (the server adds defaults).
-
-    Lists must match in length and element-wise; maps may have extra keys; resource quantities
-    compare by value. This is the drift test: a hand edit of any field we own shows here, a
-    server-filled default or a canonicalised quantity does not.
-    """
-    if isinstance(desired, Mapping):
-        return isinstance(actual, Mapping) and all(
-            k in actual and (_same_resources(v, actual[k]) if k == "resources"
-                             and isinstance(v, Mapping) else is_subset(v, actual[k]))
-            for k, v in desired.items())
-    if isinstance(desired, list):
-        return isinstance(actual, list) and len(desired) == len(actual) and all(
-            is_subset(d, a) for d, a in zip(desired, actual, strict=True))
-    return bool(desired == actual)
-
-
-def drifted(desired: Manifest, actual: Mapping[str, Any]) -> bool:
-    """The CronJob in the cluster no longer matches what we would apply."""
-    meta = actual.get("metadata") or {}
-    return not (is_subset(desired["spec"], actual.get("spec"))
-                and is_subset(desired["metadata"]["labels"], meta.get("labels") or {}))
-
-
-def is_owned_by(actual: Mapping[str, Any], uid: str) -> bool:
-    refs = (actual.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid and r.get("controller") for r in refs)
+def manifest_hash(manifest: Mapping[str, Any]) -> str:
+    """A short, stable digest of what the operator applies (its own annotation left out)."""
+    meta = {k: v for k, v in manifest["metadata"].items() if k != "annotations"}
+    text = json.dumps({**manifest, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

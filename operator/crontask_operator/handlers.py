@@ -1,50 +1,45 @@
-"""The Kopf handlers: thin, registered on a registry of our own by ``register``.
+"""The Kopf wiring: caches (indexes) and event handlers that only map events to CronTask keys.
 
-- create/update/resume of a CronTask: ``reconcile.sync`` (the CronJob and Ready);
-- a timer per CronTask (``--resync-interval``): ``sync`` again (drift repair: a CronJob edited
-  or deleted by hand comes back), then ``reconcile.fold`` (finished Jobs into status, Healthy);
-- indexes over the Jobs and Pods our CronJobs create (by label) and over recover CronTasks'
-  staleness thresholds, so the timer decides from memory instead of listing the cluster.
+Kopf watches four kinds and keeps what the controller needs in indexes:
 
-No handler watches our own status, and no handler returns a value (Kopf would store it in
-status): status is written only through ``patch.status`` into fields the CRD declares. Handler
-ids are explicit: index ids are also the names of the kwargs that carry the indexes.
+- CronTasks (all of them, in the watched namespaces): the object itself; the recover
+  thresholds per namespace; the tasks per namespace;
+- CronJobs, Jobs and Pods carrying ``crontask.dev/crontask``: the API server itself filters
+  these streams (``settings.watching.label_selectors``, see ``config.kopf_settings``), so Pods
+  and Jobs that are not the operator's are never sent to it.
 
-CronTasks carry no finalizer. Kopf's ``@kopf.timer`` always asks for one (so that a timer is
-stopped before its object goes), but nothing here needs to run at deletion: the CronJob is
-garbage-collected through its owner reference, and a timer whose object is gone just stops. A
-finalizer would only make deletion depend on a running operator with its RBAC intact, which
-``helm uninstall`` breaks: it deletes the operator, its Role and the release's CronTasks at the
-same moment, and the CronTasks stayed Terminating for good. ``register`` therefore clears the
-flag on the timer, and Kopf then also removes the finalizer from objects that still carry one.
+Each ``on.event`` handler maps an event to the owning CronTask's key and asks the controller for
+one reconcile of it; nothing else happens in a handler. Only public Kopf API is used:
+``on.event`` and ``index`` handlers need no finalizer, so CronTasks carry none, and deleting
+one (or ``helm uninstall`` with CronTasks present) never waits for a running operator. No
+handler returns a value, writes through Kopf's patch, or reacts to changes Kopf tracks itself:
+Kopf never writes to a CronTask at all.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 from kubernetes_asyncio import client
 
-from crontask_contract.durations import duration_seconds
-from crontask_operator import kube, names, outcomes, reconcile
+from crontask_contract.durations import DurationError, duration_seconds
+from crontask_operator import defaults, images, kube, names, outcomes
 from crontask_operator.config import OperatorConfig
+from crontask_operator.controller import Caches, Controller, Key
 from crontask_operator.metrics import Metrics
 
 CRONTASKS = (names.GROUP, names.VERSION, names.PLURAL)
+CRONJOBS = ("batch", "v1", "cronjobs")
+JOBS = ("batch", "v1", "jobs")
+PODS = ("", "v1", "pods")
 OURS = {names.LABEL_CRONTASK: kopf.PRESENT}
-
-
-def recover_stale(index: kopf.Index[str, int] | None, namespace: str) -> int | None:
-    """The shortest recover.staleAfter among the namespace's recover CronTasks, if any."""
-    if index is None or namespace not in index:
-        return None
-    values = list(index[namespace])
-    return min(values) if values else None
+INDEXES = ("crontask_objects", "crontask_cronjobs", "crontask_jobs", "crontask_pods",
+           "recover_thresholds", "crontask_tasks")
 
 
 @dataclass
@@ -53,8 +48,41 @@ class Runtime:
 
     config: OperatorConfig
     metrics: Metrics
-    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
-    ctx: reconcile.Context | None = None
+    controller: Controller | None = None
+    kube: kube.Kube | None = None
+
+
+def slim_crontask(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the controller needs of a CronTask (no managedFields, no annotations)."""
+    meta = body.get("metadata") or {}
+    keep = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+    return {"metadata": {k: copy.deepcopy(meta[k]) for k in keep if k in meta},
+            "spec": copy.deepcopy(body.get("spec")), "status": copy.deepcopy(body.get("status"))}
+
+
+def slim_cronjob(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    keep = ("name", "namespace", "uid", "resourceVersion", "labels", "annotations",
+            "ownerReferences")
+    return {"metadata": {k: copy.deepcopy(meta[k]) for k in keep if k in meta},
+            "spec": copy.deepcopy(body.get("spec")), "status": copy.deepcopy(body.get("status"))}
+
+
+def owner_key(namespace: str | None, labels: Mapping[str, Any]) -> Key:
+    return str(namespace), str(labels.get(names.LABEL_CRONTASK, ""))
+
+
+def recover_threshold(spec: Mapping[str, Any]) -> int | None:
+    """A recover CronTask's staleAfter in seconds, if it has a valid one."""
+    default = defaults.TASK_PARAMS["recover"]["staleAfter"]
+    block = spec.get("recover")
+    stale = block.get("staleAfter", default) if isinstance(block, Mapping) else default
+    if not isinstance(stale, str | int) or isinstance(stale, bool):
+        return None
+    try:
+        return duration_seconds(stale)
+    except DurationError:
+        return None
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
@@ -71,93 +99,100 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     @kopf.on.startup(id="connect", registry=registry)
     async def connect(**_: Any) -> None:
         await kube.load_config()
-        rt.ctx = reconcile.Context(kube=kube.Kube(client.ApiClient()),
-                                   defaults=config.job_defaults, metrics=rt.metrics)
+        rt.kube = kube.Kube(client.ApiClient(), rt.metrics)
+        rt.controller = Controller(
+            rt.kube, config.job_defaults, rt.metrics, resync_seconds=config.resync_interval,
+            resync_jitter=config.resync_jitter, workers=config.workers,
+            clock=lambda: dt.datetime.now(dt.UTC),
+            checks=(images.image_check(config.allowed_images),))
+        rt.controller.start()
 
     @kopf.on.cleanup(id="disconnect", registry=registry)
     async def disconnect(**_: Any) -> None:
-        if rt.ctx is not None and isinstance(rt.ctx.kube, kube.Kube):
-            await rt.ctx.kube.close()
+        if rt.controller is not None:
+            await rt.controller.stop()
+        if rt.kube is not None:
+            await rt.kube.close()
 
     @kopf.on.probe(id="crontasks", registry=registry)
     def probe(**_: Any) -> bool:
-        """Liveness reports that the API client is ready (Kopf adds its own checks)."""
-        return rt.ctx is not None
+        """Liveness: the controller's workers run (Kopf adds its own checks)."""
+        return rt.controller is not None
+
+    # -- caches -----------------------------------------------------------------------------
+    @kopf.index(*CRONTASKS, id="crontask_objects", registry=registry)
+    async def crontask_objects(body: kopf.Body, namespace: str | None, name: str | None,
+                         **_: Any) -> dict[Key, dict[str, Any]]:
+        return {(str(namespace), str(name)): slim_crontask(body)}
 
     @kopf.index(*CRONTASKS, id="recover_thresholds", registry=registry,
                 when=lambda spec, **_: spec.get("task") == "recover")
-    def recover_thresholds(spec: kopf.Spec, namespace: str | None, **_: Any) -> dict[str, int]:
-        stale = (spec.get("recover") or {}).get("staleAfter", "30m")
-        try:
-            return {str(namespace): duration_seconds(stale)}
-        except ValueError:
-            return {}
+    async def recover_thresholds(spec: kopf.Spec, namespace: str | None,
+                           **_: Any) -> dict[str, int]:
+        seconds = recover_threshold(spec)
+        return {} if seconds is None else {str(namespace): seconds}
 
-    @kopf.index("batch", "v1", "jobs", labels=OURS, id="crontask_jobs", registry=registry)
-    def crontask_jobs(body: kopf.Body, namespace: str | None,
-                      **_: Any) -> dict[tuple[str, str], outcomes.JobResult]:
-        job = outcomes.job_result(body)
-        return {(str(namespace), job.crontask): job}
+    @kopf.index(*CRONTASKS, id="crontask_tasks", registry=registry)
+    async def crontask_tasks(spec: kopf.Spec, namespace: str | None, name: str | None,
+                       **_: Any) -> dict[str, tuple[str, str]]:
+        return {str(namespace): (str(name), str(spec.get("task", "")))}
 
-    @kopf.index("", "v1", "pods", labels=OURS, id="crontask_pods", registry=registry)
-    def crontask_pods(body: kopf.Body, namespace: str | None,
-                      **_: Any) -> dict[tuple[str, str], outcomes.PodResult]:
+    @kopf.index(*CRONJOBS, labels=OURS, id="crontask_cronjobs", registry=registry)
+    async def crontask_cronjobs(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
+                          **_: Any) -> dict[Key, dict[str, Any]]:
+        return {owner_key(namespace, labels): slim_cronjob(body)}
+
+    @kopf.index(*JOBS, labels=OURS, id="crontask_jobs", registry=registry)
+    async def crontask_jobs(body: kopf.Body, namespace: str | None, labels: kopf.Labels,
+                      **_: Any) -> dict[Key, outcomes.JobResult]:
+        return {owner_key(namespace, labels): outcomes.job_result(body)}
+
+    @kopf.index(*PODS, labels=OURS, id="crontask_pods", registry=registry)
+    async def crontask_pods(body: kopf.Body, **_: Any) -> dict[str, outcomes.PodResult]:
         pod = outcomes.pod_result(body)
-        return {(str(namespace), pod.job_name): pod}
+        return {pod.job_uid: pod} if pod.job_uid else {}
 
-    @kopf.on.resume(*CRONTASKS, id="reconcile", registry=registry)
-    @kopf.on.create(*CRONTASKS, id="reconcile", registry=registry)
-    @kopf.on.update(*CRONTASKS, field="spec", id="reconcile", registry=registry)
-    async def reconcile_crontask(body: kopf.Body, patch: kopf.Patch, reason: str,
-                                 namespace: str | None, logger: kopf.Logger,
-                                 **kwargs: Any) -> None:
-        assert rt.ctx is not None, "startup handler ran"
-        thresholds = kwargs.get("recover_thresholds")
-        try:
-            await reconcile.sync(rt.ctx, body=body, patch=patch, now=rt.clock(),
-                                 namespace_recover_stale=recover_stale(thresholds,
-                                                                       str(namespace)),
-                                 trigger=str(reason), logger=logger)
-        except client.ApiException as exc:
-            rt.metrics.errors.labels("ApiError").inc()
-            raise kopf.TemporaryError(f"API error {exc.status}: {kube.server_message(exc)}",
-                                      delay=10) from exc
+    # -- events -> keys ------------------------------------------------------------------
+    def controller(kwargs: Mapping[str, Any]) -> Controller | None:
+        ctl = rt.controller
+        if ctl is not None:
+            ctl.bind(Caches(
+                crontasks=kwargs["crontask_objects"], cronjobs=kwargs["crontask_cronjobs"],
+                jobs=kwargs["crontask_jobs"], pods=kwargs["crontask_pods"],
+                recover_thresholds=kwargs["recover_thresholds"], tasks=kwargs["crontask_tasks"]))
+        return ctl
 
-    @kopf.timer(*CRONTASKS, interval=config.resync_interval, id="resync", registry=registry)
-    async def resync(body: kopf.Body, patch: kopf.Patch, namespace: str | None,
-                     name: str | None, logger: kopf.Logger, **kwargs: Any) -> None:
-        if rt.ctx is None:
-            return
-        recover_thresholds: kopf.Index[str, int] = kwargs["recover_thresholds"]
-        crontask_jobs: kopf.Index[tuple[str, str], outcomes.JobResult] = kwargs["crontask_jobs"]
-        crontask_pods: kopf.Index[tuple[str, str], outcomes.PodResult] = kwargs["crontask_pods"]
-        now = rt.clock()
-        ns = str(namespace)
-        try:
-            await reconcile.sync(rt.ctx, body=body, patch=patch, now=now,
-                                 namespace_recover_stale=recover_stale(recover_thresholds, ns),
-                                 trigger="resync", logger=logger)
-        except client.ApiException as exc:
-            rt.metrics.errors.labels("ApiError").inc()
-            logger.warning("resync: API error %s: %s", exc.status, kube.server_message(exc))
-        jobs = list(crontask_jobs.get((ns, str(name)), ()))
-        pods = [p for j in jobs for p in crontask_pods.get((ns, j.name), ())]
-        reconcile.fold(rt.ctx, body=body, patch=patch, now=now, jobs=jobs, pods=pods)
+    def seen(resource: str, queued: bool) -> None:
+        rt.metrics.events_seen.labels(resource, "yes" if queued else "no").inc()
 
-    _without_finalizer(registry, "resync")
+    @kopf.on.event(*CRONTASKS, id="crontask_events", registry=registry)
+    async def on_crontask(type: str | None, body: kopf.Body, namespace: str | None,
+                    name: str | None, **kwargs: Any) -> None:
+        ctl = controller(kwargs)
+        if ctl is not None:
+            seen("crontasks", ctl.crontask_event((str(namespace), str(name)), type, body))
+
+    @kopf.on.event(*CRONJOBS, labels=OURS, id="cronjob_events", registry=registry)
+    async def on_cronjob(type: str | None, body: kopf.Body, namespace: str | None,
+                         labels: kopf.Labels, **kwargs: Any) -> None:
+        ctl = controller(kwargs)
+        if ctl is not None:
+            seen("cronjobs", ctl.cronjob_event(owner_key(namespace, labels), body, type))
+
+    @kopf.on.event(*JOBS, labels=OURS, id="job_events", registry=registry)
+    async def on_job(type: str | None, body: kopf.Body, namespace: str | None,
+               labels: kopf.Labels, **kwargs: Any) -> None:
+        ctl = controller(kwargs)
+        if ctl is not None:
+            seen("jobs", ctl.job_event(owner_key(namespace, labels), type,
+                                       outcomes.job_result(body)))
+
+    @kopf.on.event(*PODS, labels=OURS, id="pod_events", registry=registry)
+    async def on_pod(type: str | None, body: kopf.Body, namespace: str | None,
+               labels: kopf.Labels, **kwargs: Any) -> None:
+        ctl = controller(kwargs)
+        if ctl is not None:
+            seen("pods", ctl.pod_event(owner_key(namespace, labels), type,
+                                       outcomes.pod_result(body)))
+
     return rt
-
-
-def _without_finalizer(registry: kopf.OperatorRegistry, handler_id: str) -> None:
-    """Let a timer run without putting Kopf's finalizer on its objects (see the module doc).
-
-    Kopf has no public switch for this (nolar/kopf#1074), so the registered handler is
-    replaced by a copy with ``requires_finalizer=False``; a unit test pins the behaviour
-    against the pinned Kopf.
-    """
-    spawning = registry._spawning
-    found = [h for h in spawning._handlers if h.id == handler_id]
-    if len(found) != 1:
-        raise RuntimeError(f"expected one spawning handler {handler_id!r}, found {len(found)}")
-    spawning._handlers = [dataclasses.replace(h, requires_finalizer=False)
-                          if h.id == handler_id else h for h in spawning._handlers]

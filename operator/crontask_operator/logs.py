@@ -3,6 +3,10 @@
 Kopf attaches the object reference (``k8s_ref``) and its settings to its per-object log records;
 the reference becomes an ``object`` field (so a log pipeline can filter by CronTask), the rest is
 left out: the settings object is neither serialisable nor useful in a log line.
+
+Anything shaped like a credential is masked in every record (``RedactSecrets``): on our handler
+for what is written to stderr, and on Kopf's ``kopf.objects`` logger, whose records Kopf also
+posts as Events on the CronTask (API errors it retries, for instance, quote the server).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
+
+from crontask_contract.redact import redact
 
 KOPF_ATTRS = frozenset({"k8s_skip", "k8s_ref", "settings"})
 
@@ -35,18 +41,31 @@ class OperatorJsonFormatter(JsonFormatter):
                                     if ref.get(k)}
 
 
-class QuietResync(logging.Filter):
-    """Drop Kopf's "Timer 'resync' succeeded." (one line per CronTask every few seconds);
-    what a resync changed is logged by the operator itself."""
+class RedactSecrets(logging.Filter):
+    """Mask credential-shaped text in a record's message and traceback, in place, so that
+    every handler after this filter (stderr, Kopf's event poster) sees the masked text."""
+
+    _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno <= logging.INFO and record.name == "kopf.objects"
-                    and record.getMessage() == "Timer 'resync' succeeded.")
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+            record.exc_info = None
+        return True
 
 
 def configure(log_format: str = "json", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(QuietResync())
+    handler.addFilter(RedactSecrets())
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, RedactSecrets) for f in objects.filters):
+        objects.addFilter(RedactSecrets())
     if log_format == "json":
         handler.setFormatter(OperatorJsonFormatter())
     else:

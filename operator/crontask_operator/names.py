@@ -19,8 +19,11 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
 FIELD_MANAGER: Final = "crontask-operator"
 """The server-side-apply field manager: owns exactly the CronJob fields the operator sets."""
-FINALIZER: Final = f"{GROUP}/finalizer"
-"""Our own finalizer name (Kopf's default is kopf.zalando.org/KopfFinalizerMarker)."""
+LEGACY_FINALIZER: Final = f"{GROUP}/finalizer"
+"""The finalizer operators before the event-driven one put on CronTasks (see chart README)."""
+KOPF_FINALIZER: Final = f"{GROUP}/kopf-finalizer"
+"""The finalizer name Kopf is configured with. No handler makes Kopf set one; it is distinct from
+LEGACY_FINALIZER so that Kopf never tries to remove that one either (it has no RBAC to)."""
 ANNOTATION_PREFIX: Final = GROUP
 """Kopf's progress and diff-base annotations live under our own prefix, never kopf.zalando.org."""
 
@@ -38,11 +41,8 @@ LEGACY_JOB_NAME_LABEL: Final = "job-name"
 
 CONTAINER_NAME: Final = "crontask-job"
 TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
-DEFAULT_IMAGE: Final = "crontask-jobs:dev"
 JOB_ENTRYPOINT: Final = "/opt/crontask/bin/crontask-job"
 
 MAX_NAME_LENGTH: Final = 52
 """The CronJob controller appends an 11-character suffix to make Job names (63 max)."""
-MAX_RECENT_RUNS: Final = 10
-MAX_HISTORY_LIMIT: Final = MAX_RECENT_RUNS
-"""Job history limits stay within recentRuns so that a kept Job is never folded twice."""
+

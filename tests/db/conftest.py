@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from crontask_jobs.dburl import parse_database_url
 from crontask_jobs.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,8 @@ def template_db(server_url: URL) -> Iterator[str]:
     admin = _admin_engine(server_url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    upgrade(server_url.set(database=name, drivername="postgresql+psycopg"))
+    upgrade(parse_database_url(server_url.set(database=name).render_as_string(
+        hide_password=False)))
     try:
         yield name
     finally:

@@ -17,15 +17,22 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crontask_jobs.db import open_engine
+from crontask_jobs.dburl import DatabaseTarget, parse_database_url
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
+def target_of(url: URL) -> DatabaseTarget:
+    """The parsed DATABASE_URL of a test database, as the CLI would build it."""
+    return parse_database_url(url.set(drivername="postgresql").render_as_string(
+        hide_password=False))
+
+
 def run_async(url: URL, fn: Callable[[AsyncEngine], Awaitable[T]], pool_size: int = 12) -> T:
     async def main() -> T:
-        async with open_engine(url, pool_size=pool_size) as engine:
+        async with open_engine(target_of(url), task="test", pool_size=pool_size) as engine:
             return await fn(engine)
 
     return asyncio.run(main())
@@ -41,7 +48,7 @@ def run_simultaneously(url: URL, n: int, fn: Callable[[AsyncEngine], Awaitable[T
     errors: list[BaseException] = []
 
     async def one_run() -> T:
-        async with open_engine(url, pool_size=pool_size) as engine:
+        async with open_engine(target_of(url), task="test", pool_size=pool_size) as engine:
             async with engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
             barrier.wait(timeout=30)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from support import add_conversations, add_user, cli, popen, rows, scalar
 
 from crontask_contract.report import MAX_REPORT_BYTES, decode
+from crontask_jobs.migrate import head_revision
 
 pytestmark = pytest.mark.db
 
@@ -55,7 +56,8 @@ def test_skip_exits_zero_with_reason(libpq_url: str, sql: sa.Engine) -> None:
 def test_flags_from_environment(libpq_url: str, sql: sa.Engine) -> None:
     add_conversations(sql, 1, status="processing", updated_minutes_ago=6)
     proc = cli(["recover"], libpq_url, extra_env={"CRONTASK_STALE_AFTER": "5m"})
-    assert last_line(proc.stdout)["counts"] == {"detected": 1, "recovered": 1, "abandoned": 0}
+    assert last_line(proc.stdout)["counts"] == {"stuck": 1, "recovered": 1, "skipped_locked": 0,
+                                                "abandoned": 0}
     proc = cli(["recover", "--stale-after", "1h"], libpq_url,
                extra_env={"CRONTASK_STALE_AFTER": "garbage"})  # the flag wins
     assert proc.returncode == 0, proc.stderr
@@ -77,7 +79,7 @@ def test_database_down_is_a_clear_error_with_the_password_masked(tmp_path: Path)
         assert secret not in proc.stdout + proc.stderr + report_file.read_text()
         report = last_line(proc.stdout)
         assert (report["status"], report["reason"]) == ("failed", "database_unavailable")
-        assert "database unreachable at postgresql+psycopg://crontask:***@127.0.0.1" in str(
+        assert "database unreachable at postgresql://crontask:***@127.0.0.1" in str(
             report["error"])
         assert "Traceback" not in proc.stderr
 
@@ -108,7 +110,7 @@ def test_migrate_twice_at_once_is_safe(server_url: sa.engine.URL) -> None:
         assert reasons == ["None", "up_to_date", "up_to_date"]
         check = sa.create_engine(server_url.set(database=name, drivername="postgresql+psycopg"),
                                  poolclass=sa.pool.NullPool)
-        assert scalar(check, "SELECT version_num FROM alembic_version") == "0001"
+        assert scalar(check, "SELECT version_num FROM alembic_version") == head_revision()
         check.dispose()
     finally:
         with admin.connect() as c:
@@ -137,7 +139,8 @@ def test_run_killed_midway_is_cleaned_up_by_the_next_recover(libpq_url: str,
     time.sleep(1.2)
     rec = cli(["recover", "--stale-after", "1s", "--abandoned-after", "1"], libpq_url)
     assert rec.returncode == 0, rec.stderr
-    assert last_line(rec.stdout)["counts"] == {"detected": 4, "recovered": 4, "abandoned": 1}
+    assert last_line(rec.stdout)["counts"] == {"stuck": 4, "recovered": 4, "skipped_locked": 0,
+                                               "abandoned": 1}
     got = rows(sql, "SELECT id, status, claimed_by FROM conversations")
     assert {r.id for r in got} == set(ids)
     assert {r.status for r in got} == {"failed"}

@@ -32,7 +32,8 @@ def test_first_call_processes_normally(db_url: URL, sql: sa.Engine) -> None:
     uid = add_user(sql, chapter=1, score=50, inactive_hours=10)  # 2 h past ch1's 8 h grace
     report = decay(db_url)
     assert report.status is RunStatus.COMPLETED
-    assert report.counts == {"users_decayed": 1, "game_over": 0, "points_decayed": 2}
+    assert report.counts == {"users_decayed": 1, "game_over": 0, "points_decayed": 2,
+                             "skipped_locked": 0}
     score = scalar(sql, "SELECT relationship_score FROM users WHERE id = :id", {"id": uid})
     assert Decimal("48.39") <= score <= Decimal("48.40")
     [h] = rows(sql, "SELECT user_id, score_before, score_after, reason, execution_id"
@@ -95,6 +96,18 @@ def test_grace_period_and_floor(db_url: URL, sql: sa.Engine) -> None:
     # A game-over user is never decayed again.
     age_completed_decays(sql, 120)
     assert decay(db_url).counts["users_decayed"] == 0
+
+
+def test_an_active_user_at_zero_is_game_over(db_url: URL, sql: sa.Engine) -> None:
+    """Whatever the grace: a score of 0 on an active user ends the game (another writer left
+    it so; decay itself ends the game when it reaches 0)."""
+    in_grace = add_user(sql, chapter=3, score=0, inactive_hours=1)
+    past_grace = add_user(sql, chapter=1, score=0, inactive_hours=30)
+    report = decay(db_url)
+    assert report.counts["game_over"] == 2
+    got = dict(rows(sql, "SELECT id, game_status FROM users"))
+    assert (got[in_grace], got[past_grace]) == ("game_over", "game_over")
+    assert scalar(sql, "SELECT count(*) FROM score_history") == 0  # no score changed
 
 
 def test_cap_per_run(db_url: URL, sql: sa.Engine) -> None:

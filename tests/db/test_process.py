@@ -60,14 +60,14 @@ def test_25_eligible_with_limit_10(db_url: URL, sql: sa.Engine,
     add_conversations(sql, 25, idle_minutes=20)
     with caplog.at_level(logging.INFO, logger="crontask_jobs"):
         report = process(db_url, recording())
-    assert report.counts == {"detected": 25, "claimed": 10, "processed": 10, "failed": 0,
-                             "deferred": 15, "lost": 0}
+    assert report.counts == {"eligible": 25, "claimed": 10, "processed": 10, "failed": 0,
+                             "deferred": 15, "lost": 0, "handed_back": 0}
     assert statuses(sql) == {"processed": 10, "active": 15}
     assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'active'"
                        " AND claimed_by IS NULL AND attempts = 0") == 15
-    assert any("15 eligible conversation(s) deferred" in r.getMessage() for r in caplog.records)
+    assert any("15 deferred" in r.getMessage() for r in caplog.records)
     doc = result(sql, report.execution_id)
-    assert (doc["processed"], doc["deferred"], doc["detected"]) == (10, 15, 25)
+    assert doc["counts"] == report.counts
 
 
 @pytest.mark.usefixtures("log_table")
@@ -99,6 +99,25 @@ def test_semaphore_bounds_concurrency(db_url: URL, sql: sa.Engine) -> None:
 
 
 @pytest.mark.usefixtures("log_table")
+def test_no_claim_waits_for_a_free_pipeline(db_url: URL, sql: sa.Engine) -> None:
+    """A conversation is claimed when a pipeline is free to run it, so at no moment is one
+    `processing` without a pipeline working on it (recover could fail it otherwise)."""
+    add_conversations(sql, 12, idle_minutes=20, messages=0)
+    seen: list[int] = []
+
+    async def observe(ctx: StageContext) -> None:
+        seen.append(await asyncio.to_thread(
+            scalar, sql, "SELECT count(*) FROM conversations WHERE status = 'processing'"))
+        await asyncio.sleep(0.05)
+
+    report = process(db_url, [Stage("observe", observe)], batch_size=12,
+                     max_concurrent_pipelines=3)
+    assert report.counts["processed"] == 12
+    assert len(seen) == 12
+    assert max(seen) <= 3
+
+
+@pytest.mark.usefixtures("log_table")
 def test_failing_stage_is_recorded_with_its_timing(db_url: URL, sql: sa.Engine) -> None:
     add_conversations(sql, 4, idle_minutes=20)
     report = process(db_url, with_failing_stage())
@@ -113,8 +132,11 @@ def test_failing_stage_is_recorded_with_its_timing(db_url: URL, sql: sa.Engine) 
     timings = doc["stage_timings"]
     assert isinstance(errors, dict)
     assert isinstance(timings, dict)
-    assert errors["enrich"]["count"] == 4
+    # One shape: the result describes stage errors and timings with the report's own keys.
+    assert errors == {"enrich": {"count": 4, "last": report.stage_errors["enrich"].last_message}}
     assert set(timings) == {"record", "enrich", "slow"}
+    assert set(timings["enrich"]) == {"n", "total_ms", "max_ms"}
+    assert timings["enrich"]["n"] == 4
     assert timings["enrich"]["total_ms"] >= 40
     assert scalar(sql, "SELECT count(*) FROM processed_log") == 4
 
@@ -138,8 +160,8 @@ def test_hanging_stage_is_timed_out(db_url: URL, sql: sa.Engine) -> None:
     report = process(db_url, with_hanging_stage())
     assert report.counts["processed"] == 2
     assert report.stage_errors["hang"].count == 2
-    assert report.stage_errors["hang"].last_message.startswith("timed out after")
-    assert 250 <= report.stage_timings["hang"].max_ms < 2000
+    assert report.stage_errors["hang"].last_message == "timed out after 0.3s"
+    assert report.stage_timings["hang"].max_ms >= 300
 
 
 @pytest.mark.usefixtures("log_table")
@@ -147,7 +169,7 @@ def test_stage_timeout_flag_overrides_the_stage(db_url: URL, sql: sa.Engine) -> 
     add_conversations(sql, 1, idle_minutes=20)
     report = process(db_url, with_hanging_stage(),
                      stage_timeouts={"hang": timedelta(milliseconds=100)})
-    assert report.stage_timings["hang"].max_ms < 280
+    assert report.stage_errors["hang"].last_message == "timed out after 0.1s"
 
 
 def test_default_pipeline(db_url: URL, sql: sa.Engine) -> None:
@@ -172,13 +194,22 @@ def test_default_pipeline(db_url: URL, sql: sa.Engine) -> None:
     assert stale == 0  # touch_user moved every user's clock to their conversation's
 
 
-@pytest.mark.usefixtures("log_table")
 def test_max_in_flight_bounds_claims_across_runs(db_url: URL, sql: sa.Engine) -> None:
     add_conversations(sql, 3, status="processing", idle_minutes=20)  # another run's work
     add_conversations(sql, 10, idle_minutes=20)
-    report = process(db_url, recording(), max_in_flight=5)
-    assert (report.counts["claimed"], report.counts["deferred"]) == (2, 8)
-    report = process(db_url, recording(), max_in_flight=3)
+    seen: list[int] = []
+
+    async def count_in_flight(ctx: StageContext) -> None:
+        seen.append(await asyncio.to_thread(
+            scalar, sql, "SELECT count(*) FROM conversations WHERE status = 'processing'"))
+        await asyncio.sleep(0.02)
+
+    report = process(db_url, [Stage("count", count_in_flight)], max_in_flight=5,
+                     max_concurrent_pipelines=4)
+    # Slots free up as pipelines finish, so the run goes on claiming, never above the cap.
+    assert report.counts["claimed"] == report.counts["processed"] == 10
+    assert seen and max(seen) == 5
+    report = process(db_url, [Stage("count", count_in_flight)], max_in_flight=3)
     assert report.counts["claimed"] == 0
 
 

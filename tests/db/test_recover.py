@@ -23,7 +23,7 @@ def test_stuck_conversation_is_recovered(db_url: URL, sql: sa.Engine) -> None:
     [stuck] = add_conversations(sql, 1, status="processing", updated_minutes_ago=31)
     report = recover(db_url)
     assert report.status is RunStatus.COMPLETED
-    assert report.counts == {"detected": 1, "recovered": 1, "abandoned": 0}
+    assert report.counts == {"stuck": 1, "recovered": 1, "skipped_locked": 0, "abandoned": 0}
     [row] = rows(sql, "SELECT status, failure_reason FROM conversations WHERE id = :id",
                  {"id": stuck})
     assert row.status == "failed"
@@ -51,7 +51,8 @@ def test_job_execution_is_recorded(db_url: URL, sql: sa.Engine) -> None:
     assert str(row.id) == report.execution_id
     assert (row.job_name, row.status) == ("recover", "completed")
     assert row.completed_at is not None
-    assert row.result["recovered"] == 3
+    assert row.result["counts"]["recovered"] == 3
+    assert row.result["status"] == "completed"
     assert len(row.result["recovered_ids"]) == 3
 
 

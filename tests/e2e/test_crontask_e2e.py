@@ -289,14 +289,19 @@ def test_operator_rbac_is_least_privilege(release: str, namespace: str) -> None:
     who = f"system:serviceaccount:{namespace}:{sa[0]['metadata']['name']}"
 
     def can(verb: str, resource: str) -> bool:
-        out = kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", who,
+        name, _, sub = resource.partition("/")
+        extra = ["--subresource", sub] if sub else []
+        out = kubectl("auth", "can-i", verb, name, *extra, "-n", namespace, "--as", who,
                       check=False).stdout.strip()
         return out == "yes"
 
     must = [("watch", "crontasks.crontask.dev"), ("patch", "crontasks.crontask.dev/status"),
+            ("update", "crontasks.crontask.dev/finalizers"),
             ("create", "cronjobs.batch"), ("patch", "cronjobs.batch"), ("watch", "jobs.batch"),
             ("list", "pods"), ("create", "events")]
-    must_not = [("get", "secrets"), ("create", "pods"), ("delete", "pods"),
+    must_not = [("get", "crontasks.crontask.dev"), ("patch", "crontasks.crontask.dev"),
+                ("get", "cronjobs.batch"), ("get", "secrets"), ("create", "pods"),
+                ("delete", "pods"),
                 ("create", "jobs.batch"), ("delete", "crontasks.crontask.dev"),
                 ("create", "deployments.apps"), ("escalate", "roles.rbac.authorization.k8s.io"),
                 ("create", "rolebindings.rbac.authorization.k8s.io")]
@@ -324,7 +329,8 @@ def test_helm_uninstall_leaves_nothing_behind(release: str, namespace: str) -> N
     def leftovers() -> list[str]:
         return (kubectl("get", "all,serviceaccounts,roles,rolebindings,configmaps,secrets",
                         "-n", namespace, "-l", selector, "-o", "name").stdout.split()
-                + kubectl("get", "clusterroles,clusterrolebindings", "-l", selector,
+                + kubectl("get", "clusterroles,clusterrolebindings,validatingadmissionpolicies,"
+                          "validatingadmissionpolicybindings", "-l", selector,
                           "-o", "name").stdout.split()
                 + kubectl("get", "cronjobs", "-n", namespace, "-o", "name").stdout.split())
 

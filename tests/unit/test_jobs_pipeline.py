@@ -5,12 +5,13 @@ from datetime import timedelta
 
 import pytest
 
+from crontask_jobs.faults import Fault
 from crontask_jobs.pipeline import Stage, StageContext, StageError
 from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages, summarise_transcript
 from crontask_jobs.pipeline.engine import ConversationOutcome, resolve_timeouts
 from crontask_jobs.pipeline.loader import PipelineError, load_pipeline
 from crontask_jobs.pipeline.stats import StageResult, fold_errors, fold_timings
-from crontask_jobs.tasks.process import build_result
+from crontask_jobs.tasks.process import build_counts, run_verdict
 
 
 async def nothing(ctx: StageContext) -> None:
@@ -23,6 +24,26 @@ def not_stages() -> list[int]:
 
 def twins() -> list[Stage]:
     return [Stage("a", nothing), Stage("a", nothing)]
+
+
+def zero_timeout() -> list[Stage]:
+    return [Stage("a", nothing, timeout=timedelta(0))]
+
+
+def negative_timeout() -> list[Stage]:
+    return [Stage("a", nothing, timeout=timedelta(seconds=-1))]
+
+
+def long_name() -> list[Stage]:
+    return [Stage("x" * 65, nothing)]
+
+
+def newline_name() -> list[Stage]:
+    return [Stage("a\nb", nothing)]
+
+
+def month_timeout() -> list[Stage]:
+    return [Stage("a", nothing, timeout=timedelta(days=30))]
 
 
 def test_default_pipeline_is_the_entry_point() -> None:
@@ -43,6 +64,11 @@ def test_module_callable_spec() -> None:
     ("crontask_jobs.pipeline.default:missing", "has no 'missing'"),
     (f"{__name__}:not_stages", "is not a Stage"),
     (f"{__name__}:twins", "repeated"),
+    (f"{__name__}:zero_timeout", "timeout that is not between"),
+    (f"{__name__}:negative_timeout", "timeout that is not between"),
+    (f"{__name__}:month_timeout", "timeout that is not between"),
+    (f"{__name__}:long_name", "1 to 64 letters"),
+    (f"{__name__}:newline_name", "1 to 64 letters"),
 ])
 def test_bad_pipelines_are_configuration_errors(spec: str, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
@@ -52,6 +78,8 @@ def test_bad_pipelines_are_configuration_errors(spec: str, message: str) -> None
 def test_timeout_precedence() -> None:
     stages = [Stage("own", nothing, timeout=timedelta(seconds=5)), Stage("bare", nothing)]
     assert resolve_timeouts(stages, {}, None) == {"own": 5.0, "bare": 60.0}
+    with pytest.raises(ValueError, match="not positive"):  # never silently skipped
+        resolve_timeouts([Stage("zero", nothing, timeout=timedelta(0))], {}, None)
     assert resolve_timeouts(stages, {}, timedelta(seconds=9)) == {"own": 5.0, "bare": 9.0}
     assert resolve_timeouts(stages, {"own": timedelta(seconds=1)}, timedelta(seconds=9)) == {
         "own": 1.0, "bare": 9.0}
@@ -73,19 +101,34 @@ def test_folding_stage_results() -> None:
                StageResult("a", 20.0, "y")]
     timings = fold_timings(results)
     assert (timings["a"].count, timings["a"].total_ms, timings["a"].max_ms) == (3, 60.0, 30.0)
-    assert timings["a"].mean_ms == 20.0
     errors = fold_errors(results)
     assert set(errors) == {"a"}
     assert (errors["a"].count, errors["a"].last_message) == (2, "y")
 
 
-def test_build_result_counts() -> None:
+def test_counts_name_what_they_count() -> None:
     ok = ConversationOutcome(uuid.uuid4(), "processed", [StageResult("s", 1.0)])
     bad = ConversationOutcome(uuid.uuid4(), "failed", [StageResult("s", 2.0, "boom")], "stage s")
     lost = ConversationOutcome(uuid.uuid4(), "lost", [StageResult("s", 3.0)])
-    counts, doc = build_result(3, 7, [ok, bad, lost])
-    assert counts == {"detected": 10, "claimed": 3, "processed": 1, "failed": 1, "deferred": 7,
-                      "lost": 1}
-    assert doc["stage_errors"] == {"s": {"count": 1, "last_message": "boom"}}
-    assert doc["stage_timings"]["s"]["count"] == 3
-    assert doc["failures"] == [{"conversation_id": str(bad.conversation_id), "reason": "stage s"}]
+    back = ConversationOutcome(uuid.uuid4(), "handed_back", [StageResult("s", 3.0, "gone")])
+    assert build_counts(4, 7, [ok, bad, lost, back]) == {
+        "eligible": 11, "claimed": 4, "processed": 1, "failed": 1, "deferred": 7, "lost": 1,
+        "handed_back": 1}
+    assert build_counts(0, 0, [], slots_failed=2)["slots_failed"] == 2
+
+
+def test_run_verdict() -> None:
+    ok = ConversationOutcome(uuid.uuid4(), "processed")
+    failed = ConversationOutcome(uuid.uuid4(), "failed", failure="stage s: boom")
+    cut = ConversationOutcome(uuid.uuid4(), "handed_back", failure="stage s: gone",
+                              fault=Fault("backend_terminated", "terminating connection"))
+    refused = Fault("database_unavailable", "too many clients already")
+    # A pipeline's own failures do not fail the run; a fault that cut work short does.
+    assert run_verdict([ok, failed], [], 1, False) == (None, None)
+    reason, error = run_verdict([ok, cut], [], 1, False)
+    assert reason == "backend_terminated"
+    assert error == "1 conversation(s) cut short by backend_terminated: terminating connection"
+    # Slots that could not connect only fail the run when none ran out of work.
+    assert run_verdict([ok], [refused], 1, False) == (None, None)
+    assert run_verdict([], [refused], 0, False)[0] == "database_unavailable"
+    assert run_verdict([ok], [], 1, True)[0] == "terminated"

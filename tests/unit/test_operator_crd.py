@@ -93,6 +93,26 @@ def test_schema_accepts_every_task(task: str) -> None:
       "decay": {"window": "fifty minutes"}}, "does not match"),
     ({"task": "process", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
       "process": {"batchSize": 0}}, "is less than the minimum"),
+    # Issue 8.4: zero durations are refused by the schema, not by every run exiting 2.
+    ({"task": "recover", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
+      "recover": {"staleAfter": "0s"}}, "does not match"),
+    ({"task": "decay", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
+      "decay": {"window": "0h"}}, "does not match"),
+    ({"task": "decay", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
+      "decay": {"window": "0h0m0s"}}, "does not match"),
+    # Issue 8.1: the operator must always see a finished Job.
+    ({"task": "decay", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
+      "successfulJobsHistoryLimit": 0}, "is less than the minimum"),
+    ({"task": "decay", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
+      "ttlSecondsAfterFinished": 0}, "is less than the minimum"),
+    ({"task": "decay", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
+      "resources": {"limits": {"memory": "-1Gi"}}}, "does not match"),
+    ({"task": "decay", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
+      "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"},
+                                          "fieldRef": {"fieldPath": "metadata.name"}}}]},
+     "has too many properties"),
+    ({"task": "decay", "schedule": "@hourly", "database": {"secretKeyRef": {"name": "db"}},
+      "env": [{"name": "X", "valueFrom": {}}]}, "should be non-empty"),
 ])
 def test_schema_refuses(spec: dict[str, Any], fragment: str) -> None:
     errors = [e.message for e in _validator().iter_errors({"spec": spec})]
@@ -106,3 +126,22 @@ def test_cel_rules_are_present_for_cross_field_checks() -> None:
                  "duration(self.abandonedAfter) > duration(self.staleAfter)",
                  "e.name != 'DATABASE_URL'", "duration(self.stageTimeout)"):
         assert rule in text
+
+
+@pytest.mark.parametrize("value", ["1s", "90s", "1h30m", "0h1m", "01m", "87600h"])
+def test_positive_durations_are_admitted(value: str) -> None:
+    _validator().validate({"spec": {"task": "decay", "schedule": "@hourly",
+                                    "database": {"secretKeyRef": {"name": "db"}},
+                                    "decay": {"window": value}}})
+
+
+def test_every_duration_has_an_upper_bound_rule() -> None:
+    text = json.dumps(crd.crd())
+    assert text.count("duration(self) <= duration('87600h')") == 7
+
+
+def test_the_status_schema_declares_the_bookkeeping_fields() -> None:
+    status = crd.status_schema()["properties"]
+    assert status["countedJobs"]["maxItems"] == 100
+    assert status["missedRuns"]["minimum"] == 0
+    assert status["lastRun"]["properties"]["message"]["maxLength"] == 1024

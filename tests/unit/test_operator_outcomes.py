@@ -111,11 +111,34 @@ def test_exit_code_names_configuration_and_database_errors() -> None:
     assert run.reason == "DatabaseUnreachable"
 
 
-def test_garbage_termination_message_is_not_a_report() -> None:
+def test_garbage_termination_message_is_a_failed_run() -> None:
+    """A pod that wrote something that is not a run report did not run the job as built."""
     run = run_of(job_result(job()), [pod_result(pod(message="Traceback: boom"))], SOON)
     assert run is not None
-    assert run.outcome == SUCCEEDED
-    assert run.reason == "NoReport"
+    assert (run.outcome, run.reason) == (FAILED, "InvalidReport")
+    assert "process-29000000-abcde" in (run.message or "")
+    assert "not JSON" in (run.message or "")
+
+
+def test_no_termination_message_at_all_is_a_success_without_report() -> None:
+    run = run_of(job_result(job()), [pod_result(pod())], SOON)
+    assert run is not None
+    assert (run.outcome, run.reason) == (SUCCEEDED, "NoReport")
+
+
+def test_hostile_job_and_pod_fields_are_clipped_and_checked() -> None:
+    body = job(failed=True, reason="R" * 5000, message="m" * 50_000)
+    body["status"]["startTime"] = "yesterday"
+    body["status"]["conditions"][0]["lastTransitionTime"] = "9999-12-31T23:59:59-14:00"
+    result = job_result(body)
+    assert result.start_time is None and result.completion_time is None
+    assert len(result.reason or "") <= 256 and len(result.message or "") <= 1024
+    hostile_pod = pod(reason="X" * 999, exit_code=3)
+    hostile_pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] = "3"
+    run = run_of(result, [pod_result(hostile_pod)], LATER)
+    assert run is not None and run.outcome == FAILED
+    assert job_result({"metadata": "nope", "status": ["x"]}).finished is False
+    assert pod_result({"status": {"containerStatuses": "x"}}).terminated is False
 
 
 def test_retries_and_parallel_pods_add_up() -> None:

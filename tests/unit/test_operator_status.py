@@ -5,19 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from crontask_contract.report import StageErrors
-from crontask_operator import names
+from crontask_operator import defaults
 from crontask_operator.conditions import Condition, set_condition
 from crontask_operator.outcomes import FAILED, SKIPPED, SUCCEEDED, Run
 from crontask_operator.status import fold_runs, healthy
 
 
 def run(n: int, outcome: str = SUCCEEDED, **extra: Any) -> Run:
-    return Run(job_name=f"t-{n}", outcome=outcome, start_time=f"2026-01-05T12:{n:02d}:00Z",
+    return Run(job_name=f"t-{n}", job_uid=f"u-{n}", outcome=outcome,
+               start_time=f"2026-01-05T12:{n:02d}:00Z",
                completion_time=f"2026-01-05T12:{n:02d}:30Z", **extra)
 
 
+EVERY_JOB = {f"u-{n}" for n in range(100)}
+
+
 def apply(status: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
-    return {**status, **fold_runs(status, runs).fields}
+    return fold_runs(status, runs, EVERY_JOB).status
 
 
 def test_fold_counts_and_last_run() -> None:
@@ -32,15 +36,23 @@ def test_fold_counts_and_last_run() -> None:
 
 def test_fold_is_idempotent() -> None:
     once = apply({}, [run(1), run(2)])
-    assert fold_runs(once, [run(1), run(2)]).fields == {}
-    assert fold_runs(once, [run(1), run(2)]).new_runs == ()
+    assert fold_runs(once, [run(1), run(2)], EVERY_JOB).status == once
+    assert fold_runs(once, [run(1), run(2)], EVERY_JOB).new_runs == ()
+    assert once["countedJobs"] == ["u-1", "u-2"]
+
+
+def test_counted_jobs_keep_only_jobs_that_still_exist() -> None:
+    once = apply({}, [run(1), run(2)])
+    later = fold_runs(once, [run(2)], {"u-2"}).status
+    assert later["countedJobs"] == ["u-2"]
+    assert later["succeededRuns"] == 2
 
 
 def test_recent_runs_are_bounded() -> None:
     status: dict[str, Any] = {}
     for n in range(25):
         status = apply(status, [run(n)])
-    assert len(status["recentRuns"]) == names.MAX_RECENT_RUNS
+    assert len(status["recentRuns"]) == defaults.MAX_RECENT_RUNS
     assert status["recentRuns"][0]["jobName"] == "t-24"
     assert status["succeededRuns"] == 25
 

@@ -8,7 +8,7 @@ import pytest
 from operator_helpers import NOW, crontask_spec
 
 from crontask_operator.spec import parse_spec
-from crontask_operator.validation import Refusal, Timing, resolve
+from crontask_operator.validation import DELETE, SUSPEND, Refusal, Timing, resolve
 
 
 def run(task: str = "process", name: str = "t", recover_stale: int | None = None,
@@ -22,7 +22,7 @@ def test_retired_tasks_are_answered_with_task_gone(task: str) -> None:
     assert isinstance(refusal, Refusal)
     assert refusal.reason == "TaskGone"
     assert "'recover'" in refusal.message
-    assert refusal.delete_cronjob
+    assert refusal.action == DELETE
 
 
 @pytest.mark.parametrize("schedule", ["* * * * * *", "61 * * * *", "@often", "TZ=UTC 0 * * * *",
@@ -55,7 +55,7 @@ def test_deadline_defaults_end_before_the_next_slot() -> None:
     assert timing.starting_deadline_seconds == 3600
     every5 = run("recover", schedule="*/5 * * * *")
     assert isinstance(every5, Timing)
-    assert every5.active_deadline_seconds == 240
+    assert every5.active_deadline_seconds == 270
     assert every5.starting_deadline_seconds == 300
 
 
@@ -90,6 +90,7 @@ def test_stage_timeouts_must_stay_below_threshold() -> None:
     refusal = run("process", process={"stageTimeouts": {"summarise": "45m"}})
     assert isinstance(refusal, Refusal)
     assert "stageTimeouts.summarise" in refusal.message
+    assert refusal.action == SUSPEND
 
 
 def test_deadline_longer_than_interval_with_forbid_warns() -> None:

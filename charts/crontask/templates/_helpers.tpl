@@ -48,12 +48,18 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* registry/repository:tag of an image block. */}}
+{{/* An image reference from an image block: registry/repository@digest when a digest is set,
+     else registry/repository:tag, the tag defaulting to the chart's appVersion.
+     Call with (dict "image" .Values.x.image "appVersion" .Chart.AppVersion). */}}
 {{- define "crontask.image" -}}
-{{- if .registry }}
-{{- printf "%s/%s:%s" .registry .repository .tag }}
+{{- $ref := .image.repository }}
+{{- if .image.registry }}
+{{- $ref = printf "%s/%s" .image.registry .image.repository }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $ref .image.digest }}
 {{- else }}
-{{- printf "%s:%s" .repository .tag }}
+{{- printf "%s:%s" $ref (.image.tag | default .appVersion) }}
 {{- end }}
 {{- end }}
 
@@ -85,17 +91,21 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* Rules of the operator's Role or ClusterRole; chart README explains each line. */}}
+{{/* Rules of the operator's Role or ClusterRole: exactly the requests it makes (the cluster
+     tier derives them from the API server's audit log); the chart README explains each line. */}}
 {{- define "crontask.rbacRules" -}}
 - apiGroups: [crontask.dev]
   resources: [crontasks]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch]
 - apiGroups: [crontask.dev]
   resources: [crontasks/status]
   verbs: [patch]
+- apiGroups: [crontask.dev]
+  resources: [crontasks/finalizers]
+  verbs: [update]
 - apiGroups: [batch]
   resources: [cronjobs]
-  verbs: [get, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch]
@@ -105,4 +115,20 @@ seccompProfile:
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end }}
+
+{{/* The name of the ValidatingAdmissionPolicy and its binding (cluster-scoped). */}}
+{{- define "crontask.admissionPolicyName" -}}
+{{- include "crontask.fullname" . }}-author-rights
+{{- end }}
+
+{{/* --allowed-images: jobs.allowedImages, or the repository of the jobs image (any tag). */}}
+{{- define "crontask.allowedImages" -}}
+{{- if .Values.jobs.allowedImages }}
+{{- join "," .Values.jobs.allowedImages }}
+{{- else if .Values.jobs.image.registry }}
+{{- printf "%s/%s" .Values.jobs.image.registry .Values.jobs.image.repository }}
+{{- else }}
+{{- .Values.jobs.image.repository }}
+{{- end }}
 {{- end }}

@@ -1,37 +1,59 @@
-"""Running one claimed conversation through the stages, in one transaction.
+"""Running one claimed conversation through the stages, in one transaction on one connection.
 
-Each stage gets a savepoint and a timeout. A non-critical failure rolls back to the savepoint
+Each stage gets a savepoint and a time limit. A non-critical failure rolls back to the savepoint
 and the pipeline goes on; a critical one rolls the whole transaction back, so a conversation
 ends either `processed` with every surviving stage's writes or `failed` with none.
+
+A stage's time limit is enforced without breaking the connection. The stage runs as its own
+task, and when its limit passes while a statement is running, the statement is cancelled *on
+the server* (a cancel request), so the stage sees an ordinary error, the savepoint rolls back
+and the pipeline goes on. (Cancelling the asyncio task mid-statement instead would make
+SQLAlchemy discard the connection and, with it, every other stage's writes.) A stage waiting
+on anything else is cancelled as a task at once; one that ignores the server's cancel and
+keeps running past a short grace is cancelled as a task too, and if that costs the
+connection, the conversation fails with that reason. Inside the stage's savepoint the server's
+`statement_timeout` and `lock_timeout` are the limit plus the grace: a backstop should the
+cancel request be lost, and the stage's own bound on lock waits (not the session's).
 
 The final status change is guarded by the owner token (`claimed_by` = this run's execution id
 and status still `processing`): if `recover` failed the conversation meanwhile, or another
 run re-claimed it, the guard matches nothing, this run's work is rolled back and the newer
-outcome stands. The outcome is then `lost`.
+outcome stands (`lost`). When the connection itself fails (the server ended the session, a
+restart, a broken socket), nothing of the conversation was committed: the outcome is
+`unresolved` with what should become of the claim, which the run settles on a new connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from psycopg import pq
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crontask_contract.durations import format_duration
-from crontask_jobs.pipeline.stage import Stage, StageContext
+from crontask_jobs.faults import Fault, classify
+from crontask_jobs.messages import safe_text
+from crontask_jobs.pipeline.stage import Stage, StageContext, StageError
 from crontask_jobs.pipeline.stats import StageResult
+from crontask_jobs.session import milliseconds
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STAGE_TIMEOUT: Final = timedelta(seconds=60)
-Outcome = Literal["processed", "failed", "lost"]
+CANCEL_GRACE_SECONDS: Final = 1.0
+"""How long a stage has, after its statement was cancelled on the server, to give up."""
+
+Outcome = Literal["processed", "failed", "lost", "handed_back", "unresolved"]
+Intent = Literal["active", "failed"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,11 @@ class ConversationOutcome:
     outcome: Outcome
     results: list[StageResult] = field(default_factory=list)
     failure: str | None = None
+    """Why it failed or was handed back: what its `failure_reason` says."""
+    fault: Fault | None = None
+    """The connection fault that cut it short, if one did."""
+    intent: Intent | None = None
+    """For `unresolved`: what the run should make of the claim (hand it back, or fail it)."""
 
 
 def resolve_timeouts(stages: Sequence[Stage], overrides: Mapping[str, timedelta],
@@ -54,11 +81,18 @@ def resolve_timeouts(stages: Sequence[Stage], overrides: Mapping[str, timedelta]
     """Per-stage flag, else the stage's own timeout, else the bare flag, else 60 s."""
     out: dict[str, float] = {}
     for stage in stages:
-        chosen = overrides.get(stage.name) or stage.timeout or default or DEFAULT_STAGE_TIMEOUT
+        chosen = next(t for t in (overrides.get(stage.name), stage.timeout, default,
+                                  DEFAULT_STAGE_TIMEOUT) if t is not None)
+        if chosen <= timedelta(0):
+            raise ValueError(f"stage {stage.name!r} has a timeout that is not positive")
         out[stage.name] = chosen.total_seconds()
     return out
 
 
+SET_STAGE_LIMITS: Final = sa.text(
+    "SELECT set_config('statement_timeout', :ms, true), set_config('lock_timeout', :ms, true)")
+# Both guarded by the owner token; the row is ours unless recover or another run took it, in
+# which case their short statement holds it at most briefly (the stage's lock_timeout bounds it).
 FINISH_PROCESSED: Final = sa.text("""
 UPDATE conversations
    SET status = 'processed', processed_at = now(), updated_at = now(), failure_reason = NULL
@@ -71,74 +105,173 @@ UPDATE conversations
 """)
 
 
-async def _run_stage(stage: Stage, ctx: StageContext, limit_s: float) -> StageResult:
+class _ConnectionGone(Exception):
+    """A stage's failure took the conversation's connection (and transaction) with it."""
+
+    def __init__(self, failure: str, fault: Fault | None) -> None:
+        super().__init__(failure)
+        self.failure = failure
+        self.fault = fault
+
+
+def _stage_message(exc: BaseException) -> str:
+    if isinstance(exc, StageError):
+        return safe_text(exc) or "StageError"
+    fault = classify(exc)
+    if fault.reason != "error":
+        return safe_text(f"{fault.reason}: {fault.message}")
+    return fault.message or type(exc).__name__
+
+
+async def _cancel_on_server(driver: Any) -> bool:
+    """Ask the server to cancel the statement running on this connection; False when no
+    statement is running (the stage is waiting on something else: it is safe to cancel)."""
+    try:
+        if driver.pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+            return False
+        await driver.cancel_safe(timeout=CANCEL_GRACE_SECONDS)
+    except Exception as exc:  # the stage is cancelled as a task after the grace anyway
+        log.debug("cancel request failed: %s", type(exc).__name__)
+    return True
+
+
+@dataclass(frozen=True)
+class _StageRun:
+    result: StageResult
+    error: BaseException | None = None
+    runaway: bool = False
+    """The stage ignored even the cancellation of its task: its connection cannot be trusted."""
+
+
+async def _stop(task: asyncio.Future[Any]) -> bool:
+    """Cancel the stage's task; False if it refuses to end within the grace."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+    return bool(done)
+
+
+async def _run_stage(stage: Stage, ctx: StageContext, limit_s: float, driver: Any) -> _StageRun:
     t0 = time.perf_counter()
     try:
-        async with asyncio.timeout(limit_s):
-            await stage.run(ctx)
-    except TimeoutError:
-        ms = (time.perf_counter() - t0) * 1000
-        return StageResult(stage.name, ms, f"timed out after "
-                           f"{format_duration(timedelta(seconds=limit_s))}", timed_out=True)
-    except Exception as exc:
-        ms = (time.perf_counter() - t0) * 1000
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return StageResult(stage.name, ms, message or type(exc).__name__)
-    return StageResult(stage.name, (time.perf_counter() - t0) * 1000)
+        started = stage.run(ctx)
+        if not inspect.isawaitable(started):
+            raise TypeError(f"stage {stage.name!r} is not an async function")
+    except Exception as not_started:
+        return _StageRun(StageResult(stage.name, 0.0, _stage_message(not_started)), not_started)
+    task = asyncio.ensure_future(started)
+    timed_out = runaway = False
+    try:
+        done, _ = await asyncio.wait({task}, timeout=limit_s)
+        if not done:
+            timed_out = True
+            if await _cancel_on_server(driver):
+                done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+            if not done:
+                runaway = not await _stop(task)
+    except asyncio.CancelledError:
+        await _stop(task)
+        raise
+    elapsed_ms = (time.perf_counter() - t0) * 1000
+    exc = None if not task.done() or task.cancelled() else task.exception()
+    if timed_out:
+        limit = format_duration(timedelta(seconds=limit_s))
+        return _StageRun(StageResult(stage.name, elapsed_ms, f"timed out after {limit}"), exc,
+                         runaway)
+    if exc is None:
+        return _StageRun(StageResult(stage.name, elapsed_ms))
+    return _StageRun(StageResult(stage.name, elapsed_ms, _stage_message(exc)), exc)
 
 
-async def _stages(conn: AsyncConnection, claim: Claim, stages: Sequence[Stage],
+async def _stages(conn: AsyncConnection, driver: Any, claim: Claim, stages: Sequence[Stage],
                   timeouts: Mapping[str, float], owner: uuid.UUID,
                   out: ConversationOutcome) -> bool:
     """Run the stages inside the open transaction; False after a critical failure."""
     ctx = StageContext(claim.conversation_id, claim.user_id, claim.last_message_at, owner, conn)
     for stage in stages:
+        limit_s = timeouts[stage.name]
         savepoint = await conn.begin_nested()
-        result = await _run_stage(stage, ctx, timeouts[stage.name])
+        await conn.execute(SET_STAGE_LIMITS, {"ms": milliseconds(
+            timedelta(seconds=limit_s + CANCEL_GRACE_SECONDS))})
+        run = await _run_stage(stage, ctx, limit_s, driver)
+        result = run.result
         out.results.append(result)
         if result.error is None:
             await savepoint.commit()
             continue
+        fault = classify(run.error) if run.error is not None else None
+        lost = fault if fault is not None and fault.lost_connection else None
+        if run.runaway:
+            await conn.invalidate()  # a task still holds it: nobody else may use it
+        if lost is not None or conn.invalidated:
+            failure = f"stage {stage.name}: {result.error}"
+            if lost is None:
+                failure += " (the stage did not stop, so its connection was closed)"
+            raise _ConnectionGone(safe_text(failure), lost)
         await savepoint.rollback()
         log.warning("conversation %s: stage %s %s: %s", claim.conversation_id, stage.name,
                     "failed (critical)" if stage.critical else "failed", result.error)
         if stage.critical:
-            out.failure = f"stage {stage.name}: {result.error}"
+            out.failure = safe_text(f"stage {stage.name}: {result.error}")
             return False
     return True
 
 
-async def _mark_failed(engine: AsyncEngine, claim: Claim, owner: uuid.UUID, reason: str) -> bool:
-    async with engine.begin() as conn:
-        res = await conn.execute(FINISH_FAILED, {"id": claim.conversation_id, "owner": owner,
-                                                 "reason": reason[:2000]})
-        return res.rowcount == 1
-
-
-async def run_conversation(engine: AsyncEngine, claim: Claim, stages: Sequence[Stage],
-                           timeouts: Mapping[str, float], owner: uuid.UUID) -> ConversationOutcome:
+async def run_conversation(conn: AsyncConnection, claim: Claim, stages: Sequence[Stage],
+                           timeouts: Mapping[str, float],
+                           owner: uuid.UUID) -> ConversationOutcome:
+    """The conversation's outcome. Never raises, except when the run itself is cancelled."""
     out = ConversationOutcome(claim.conversation_id, "processed")
     try:
-        async with engine.connect() as conn:
-            await conn.begin()
-            if await _stages(conn, claim, stages, timeouts, owner, out):
-                res = await conn.execute(FINISH_PROCESSED,
-                                         {"id": claim.conversation_id, "owner": owner})
-                if res.rowcount == 1:
-                    await conn.commit()
-                    return out
-                await conn.rollback()
-                out.outcome = "lost"
-                log.warning("conversation %s was recovered or re-claimed while this run "
-                            "processed it: its newer outcome stands", claim.conversation_id)
+        driver = (await conn.get_raw_connection()).driver_connection
+        await conn.begin()
+        if await _stages(conn, driver, claim, stages, timeouts, owner, out):
+            finished = await conn.execute(FINISH_PROCESSED, {"id": claim.conversation_id,
+                                                             "owner": owner})
+            if finished.rowcount == 1:
+                await conn.commit()
                 return out
             await conn.rollback()
+            out.outcome = "lost"
+            log.warning("conversation %s was recovered or re-claimed while this run "
+                        "processed it: its newer outcome stands", claim.conversation_id)
+            return out
+        await conn.rollback()
+        return await _fail(conn, claim, owner, out)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # the connection itself broke (e.g. a stage left it unusable)
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        out.failure = f"pipeline: {type(exc).__name__}: {detail}"
-        log.warning("conversation %s: %s", claim.conversation_id, out.failure)
-    marked = await _mark_failed(engine, claim, owner, out.failure or "")
-    out.outcome = "failed" if marked else "lost"
+    except _ConnectionGone as gone:
+        return _unresolved(out, gone.failure, gone.fault, "active" if gone.fault else "failed")
+    except Exception as exc:
+        fault = classify(exc)
+        failure = out.failure or safe_text(f"pipeline: {fault.reason}: {fault.message}")
+        if fault.lost_connection or conn.invalidated:
+            return _unresolved(out, failure, fault if fault.lost_connection else None,
+                               "failed" if out.failure else "active")
+        out.failure = failure
+        try:
+            await conn.rollback()
+            return await _fail(conn, claim, owner, out)
+        except asyncio.CancelledError:
+            raise
+        except Exception as again:
+            second = classify(again)
+            return _unresolved(out, failure, second if second.lost_connection else None,
+                               "failed")
+
+
+async def _fail(conn: AsyncConnection, claim: Claim, owner: uuid.UUID,
+                out: ConversationOutcome) -> ConversationOutcome:
+    await conn.begin()
+    marked = await conn.execute(FINISH_FAILED, {"id": claim.conversation_id, "owner": owner,
+                                                "reason": out.failure or ""})
+    await conn.commit()
+    out.outcome = "failed" if marked.rowcount == 1 else "lost"
+    return out
+
+
+def _unresolved(out: ConversationOutcome, failure: str, fault: Fault | None,
+                intent: Intent) -> ConversationOutcome:
+    out.outcome, out.failure, out.fault, out.intent = "unresolved", failure, fault, intent
+    log.warning("conversation %s: %s (its claim is settled at the end of the run)",
+                out.conversation_id, failure)
     return out

@@ -7,14 +7,20 @@ one, validated here so a bad plugin is a configuration error (exit 2), not a fai
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from datetime import timedelta
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Final
 
+from crontask_contract.durations import format_duration
 from crontask_jobs.pipeline.stage import Stage
+from crontask_jobs.session import MAX_TIMEOUT
 
 ENTRY_POINT_GROUP: Final = "crontask.pipeline"
+_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""Stage names appear in logs, reports, result documents and flags: short and plain."""
 DEFAULT_PIPELINE: Final = "default"
 
 
@@ -48,9 +54,17 @@ def validate(stages: Any, spec: str) -> list[Stage]:
     names: set[str] = set()
     for stage in stages:
         if not isinstance(stage, Stage):
-            raise PipelineError(f"pipeline {spec!r}: {stage!r} is not a Stage")
+            raise PipelineError(f"pipeline {spec!r}: {str(stage)[:80]!r} is not a Stage")
+        if not (isinstance(stage.name, str) and _NAME.fullmatch(stage.name)):
+            raise PipelineError(f"pipeline {spec!r}: a stage name must be 1 to 64 letters, "
+                                f"digits, '_', '-' or '.' (got {str(stage.name)[:80]!r})")
         if stage.name in names:
             raise PipelineError(f"pipeline {spec!r}: stage name {stage.name!r} is repeated")
+        timeout = stage.timeout
+        if timeout is not None and not (
+                isinstance(timeout, timedelta) and timedelta(0) < timeout <= MAX_TIMEOUT):
+            raise PipelineError(f"pipeline {spec!r}: stage {stage.name!r} has a timeout that is "
+                                f"not between 0 and {format_duration(MAX_TIMEOUT)}")
         names.add(stage.name)
     return list(stages)
 

@@ -1,4 +1,9 @@
-"""Folding per-conversation stage results into a run's stage_errors and stage_timings (pure)."""
+"""Folding per-conversation stage results into a run's stage_errors and stage_timings (pure).
+
+The folded values are the run report's own types, so the report and `job_executions.result`
+carry them in one shape (`{"count", "last"}` and `{"n", "total_ms", "max_ms"}`), written by
+`RunReport.to_dict`.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ class StageResult:
     stage: str
     elapsed_ms: float
     error: str | None = None
-    timed_out: bool = False
+    """Already safe: masked, one line, bounded (messages.safe_text)."""
 
 
 def fold_timings(results: Iterable[StageResult]) -> dict[str, StageTiming]:
@@ -33,14 +38,3 @@ def fold_errors(results: Iterable[StageResult]) -> dict[str, StageErrors]:
         prev = out.get(r.stage, StageErrors(0, ""))
         out[r.stage] = StageErrors(prev.count + 1, r.error)
     return out
-
-
-def timings_json(timings: dict[str, StageTiming]) -> dict[str, dict[str, float]]:
-    return {name: {"count": t.count, "total_ms": round(t.total_ms, 3),
-                   "max_ms": round(t.max_ms, 3), "mean_ms": round(t.mean_ms, 3)}
-            for name, t in timings.items()}
-
-
-def errors_json(errors: dict[str, StageErrors]) -> dict[str, dict[str, object]]:
-    return {name: {"count": e.count, "last_message": e.last_message}
-            for name, e in errors.items()}

@@ -1,16 +1,26 @@
-"""What every task does around its work: timestamps, and closing its execution row on failure."""
+"""What every task does around its work: timestamps, its result document, and retrying the
+bookkeeping that must happen even when the server was briefly away."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from crontask_jobs.repositories import JobExecutionRepository
+from crontask_contract.report import RunReport
+from crontask_jobs.db import connection
+from crontask_jobs.faults import DEADLOCK, LOCK_TIMEOUT, SERIALIZATION_FAILURE, Fault, classify
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TERMINATED: Final = "terminated"
+"""The reason of a run stopped by SIGTERM (Kubernetes' activeDeadlineSeconds, a deleted pod)."""
+_TRANSIENT: Final = frozenset({LOCK_TIMEOUT, DEADLOCK, SERIALIZATION_FAILURE})
 
 
 def utc_now() -> str:
@@ -18,21 +28,34 @@ def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-class TaskFailed(Exception):
-    """A run that started (it may have an execution row) and then failed."""
-
-    def __init__(self, message: str, execution_id: uuid.UUID | None,
-                 cause: BaseException | None = None) -> None:
-        super().__init__(message)
-        self.execution_id = execution_id
-        self.cause = cause
+def execution_result(report: RunReport, **details: Any) -> dict[str, Any]:
+    """job_executions.result: the run report in its own shape (the same keys, written by the
+    same code), plus task-specific detail the 4 KiB report has no room for."""
+    return {**report.to_dict(), **details}
 
 
-async def close_failed(engine: AsyncEngine, execution_id: uuid.UUID, error: str) -> None:
-    """Best effort: if the database is gone, `recover` closes the row later as abandoned."""
-    try:
-        async with engine.begin() as conn:
-            await JobExecutionRepository(conn).finish(execution_id, "failed", {}, error[:2000])
-    except Exception as exc:  # the original failure matters more than this one
-        log.warning("could not mark execution %s failed: %s", execution_id,
-                    type(exc).__name__)
+async def retrying(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *,
+                   budget_s: float) -> T | Fault:
+    """`work` on a fresh connection, again after a connection fault or a transient conflict
+    (backing off from 0.25 s to 4 s) until `budget_s` has passed; then the last fault.
+    A restarting server is back within seconds; a dead one is `recover`'s to clean up after."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    delay = 0.25
+    while True:
+        try:
+            async with connection(engine) as conn:
+                return await work(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            fault = classify(exc)
+            retry = fault.lost_connection or fault.reason in _TRANSIENT
+            if not retry or loop.time() + delay > deadline:
+                log.error("giving up on the run's bookkeeping: %s: %s", fault.reason,
+                          fault.message)
+                return fault
+            log.warning("the run's bookkeeping failed (%s: %s); retrying in %.2gs",
+                        fault.reason, fault.message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4.0)

@@ -1,12 +1,22 @@
 """process (FR-003, FR-004): run idle conversations through the pipeline, a bounded batch at a time.
 
-Claim first, then work: one statement picks at most `batch_size` eligible conversations with
-FOR UPDATE SKIP LOCKED and marks them `processing` with this run's execution id as owner, so
-two parallel runs never take the same conversation and the deferred rest is never touched.
-`--max-in-flight` caps `processing` across all runs and pods: the claim takes a transaction
-advisory lock, counts what is in flight and claims only the difference, so concurrent claimers
-cannot both see room for the same slot. (An asyncio.Semaphore bounds one process only: it is
-what bounds this run's concurrency, `max_concurrent_pipelines`.)
+`--max-concurrent-pipelines` workers share the run's `--batch-size`. A worker claims one
+conversation only when it is free to run it (one short transaction: `FOR NO KEY UPDATE SKIP
+LOCKED`, status `processing`, this run's execution id as owner), runs it, and claims the
+next: no claim waits in a queue, so `recover` never fails a conversation whose pipeline has
+not started, and two parallel runs never take the same conversation. `--max-in-flight` caps
+`processing` across all runs and pods: each claim takes a transaction advisory lock, counts
+what is in flight and claims only below the cap. The engine's pool holds exactly one
+connection per worker plus one for the run's own bookkeeping.
+
+Faults stay with the conversation they hit. A worker that cannot connect (the server refuses,
+`max_connections` is reached) stops; the others go on. A conversation whose connection fails
+mid-pipeline (its backend terminated, the server restarted) committed nothing; at the end of
+the run every claim still `processing` under this run's owner token is settled in one
+transaction, retried while the server comes back: handed back to `active` (or `failed` after
+MAX_ATTEMPTS claims, or when its pipeline had already decided so), with the reason in
+`failure_reason`. The execution row is closed in the same transaction. A run that lost
+conversations to such faults reports `failed` with the fault's reason, and its counts.
 """
 
 from __future__ import annotations
@@ -20,9 +30,12 @@ from datetime import timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crontask_contract.report import RunReport, RunStatus
+from crontask_jobs.db import connection
+from crontask_jobs.faults import Fault, classify
+from crontask_jobs.messages import safe_text
 from crontask_jobs.pipeline.engine import (
     Claim,
     ConversationOutcome,
@@ -30,9 +43,14 @@ from crontask_jobs.pipeline.engine import (
     run_conversation,
 )
 from crontask_jobs.pipeline.stage import Stage
-from crontask_jobs.pipeline.stats import errors_json, fold_errors, fold_timings, timings_json
+from crontask_jobs.pipeline.stats import fold_errors, fold_timings
 from crontask_jobs.repositories import JobExecutionRepository
-from crontask_jobs.tasks.common import TaskFailed, close_failed, utc_now
+from crontask_jobs.tasks.common import (
+    TERMINATED,
+    execution_result,
+    retrying,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +59,9 @@ MAX_CONCURRENT_PIPELINES: Final = 10
 DEFAULT_IDLE_AFTER: Final = timedelta(minutes=15)
 CLAIM_LOCK_KEY: Final = 0x6372_6F6E_636C_6D  # "cronclm"
 MAX_RESULT_ERRORS: Final = 100
+MAX_ATTEMPTS: Final = 5
+"""A conversation handed back this many times is failed instead: a poison conversation must
+not take a pipeline slot (and perhaps a backend) in every run forever."""
 
 
 @dataclass(frozen=True)
@@ -53,15 +74,18 @@ class ProcessOptions:
     default_stage_timeout: timedelta | None = None
 
 
-CLAIM_SQL: Final = sa.text("""
+# Lock policy: SKIP LOCKED. A row another run is claiming (or a pipeline holds) is simply not
+# ours to take; the next row will do, and the skipped one stays eligible. NO KEY UPDATE (no key
+# changes) leaves foreign-key checks alone: a message being added to it is not blocked.
+CLAIM_ONE: Final = sa.text("""
 WITH picked AS (
     SELECT id
       FROM conversations
      WHERE status = 'active'
        AND last_message_at < now() - :idle_after
      ORDER BY last_message_at
-     LIMIT :limit
-       FOR UPDATE SKIP LOCKED
+     LIMIT 1
+       FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE conversations AS c
    SET status = 'processing',
@@ -74,91 +98,254 @@ UPDATE conversations AS c
  WHERE c.id = picked.id
 RETURNING c.id, c.user_id, c.last_message_at
 """)
+# Lock policy: waits, bounded by the session's lock_timeout (5 s), for other claimers' claim
+# transactions, which last milliseconds; a claimer frozen inside one is disconnected by
+# idle_in_transaction_session_timeout.
+LOCK_CLAIMS: Final = sa.text("SELECT pg_advisory_xact_lock(:k)")
+COUNT_IN_FLIGHT: Final = sa.text("SELECT count(*) FROM conversations WHERE status = 'processing'")
 COUNT_ELIGIBLE: Final = sa.text(
     "SELECT count(*) FROM conversations"
     " WHERE status = 'active' AND last_message_at < now() - :idle_after"
 )
-COUNT_IN_FLIGHT: Final = sa.text("SELECT count(*) FROM conversations WHERE status = 'processing'")
+# Settling claims at the end of the run. Lock policy: these rows are this run's own (owner
+# token); only recover's short statement can hold one, so they wait, bounded by lock_timeout,
+# and the whole settlement is retried.
+SETTLE_UNRESOLVED: Final = sa.text("""
+UPDATE conversations AS c
+   SET status = CASE WHEN i.intent = 'failed' OR c.attempts >= :max_attempts
+                     THEN 'failed' ELSE 'active' END,
+       failure_reason = CASE WHEN i.intent <> 'failed' AND c.attempts >= :max_attempts
+                             THEN 'gave up after ' || c.attempts || ' attempts: ' || i.reason
+                             ELSE i.reason END,
+       updated_at = now()
+  FROM unnest(CAST(:ids AS uuid[]), CAST(:intents AS text[]), CAST(:reasons AS text[]))
+       AS i (id, intent, reason)
+ WHERE c.id = i.id AND c.status = 'processing' AND c.claimed_by = :owner
+RETURNING c.id, c.status
+""")
+SETTLE_LEFTOVERS: Final = sa.text("""
+UPDATE conversations
+   SET status = 'active', updated_at = now(), failure_reason = :reason
+ WHERE status = 'processing' AND claimed_by = :owner
+RETURNING id, status
+""")
+LEFTOVER_REASON: Final = "handed back: the run could not tell whether its claim had committed"
+TERMINATED_REASON: Final = "handed back: the run was terminated while it worked on it"
+FINAL_STATES: Final = sa.text(
+    "SELECT id, status, claimed_by FROM conversations WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 
-async def claim(engine: AsyncEngine, owner: uuid.UUID, options: ProcessOptions) -> list[Claim]:
-    async with engine.begin() as conn:
-        limit = options.batch_size
+async def claim_one(conn: AsyncConnection, owner: uuid.UUID,
+                    options: ProcessOptions) -> Claim | None:
+    """Claim the oldest eligible conversation, or None (nothing eligible, or the cap is met)."""
+    async with conn.begin():
         if options.max_in_flight is not None:
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK_KEY})
+            await conn.execute(LOCK_CLAIMS, {"k": CLAIM_LOCK_KEY})
             in_flight = (await conn.execute(COUNT_IN_FLIGHT)).scalar_one()
-            limit = max(0, min(limit, options.max_in_flight - in_flight))
-            if limit < options.batch_size:
-                log.info("max-in-flight %d: %d conversation(s) already processing, claiming "
-                         "at most %d", options.max_in_flight, in_flight, limit)
-        if limit == 0:
-            return []
-        rows = await conn.execute(CLAIM_SQL, {"idle_after": options.idle_after, "limit": limit,
-                                              "owner": owner})
-        return [Claim(r.id, r.user_id, r.last_message_at) for r in rows]
+            if in_flight >= options.max_in_flight:
+                log.info("max-in-flight %d reached (%d processing): a pipeline slot stops",
+                         options.max_in_flight, in_flight)
+                return None
+        row = (await conn.execute(CLAIM_ONE, {"idle_after": options.idle_after,
+                                              "owner": owner})).first()
+    return None if row is None else Claim(row.id, row.user_id, row.last_message_at)
 
 
-def build_result(claimed: int, deferred: int, outcomes: Sequence[ConversationOutcome]
-                 ) -> tuple[dict[str, int], dict[str, Any]]:
-    """The report's counts and the job_executions.result document (pure)."""
-    results = [r for o in outcomes for r in o.results]
+@dataclass
+class _Run:
+    """What the workers of one run share (one event loop: no locks needed)."""
+
+    engine: AsyncEngine
+    owner: uuid.UUID
+    options: ProcessOptions
+    stages: Sequence[Stage]
+    timeouts: Mapping[str, float]
+    budget: int
+    claimed: set[uuid.UUID] = field(default_factory=set)
+    outcomes: list[ConversationOutcome] = field(default_factory=list)
+    worker_faults: list[Fault] = field(default_factory=list)
+    workers_finished: int = 0
+    """Workers that stopped because the batch or the queue ran out (not because of a fault)."""
+
+    async def worker(self) -> None:
+        while self.budget > 0:
+            self.budget -= 1  # reserved before the first await: no two workers take one slot
+            try:
+                async with connection(self.engine) as conn:
+                    claim = await claim_one(conn, self.owner, self.options)
+                    if claim is None:
+                        self.budget += 1
+                        break
+                    self.claimed.add(claim.conversation_id)
+                    self.outcomes.append(await run_conversation(
+                        conn, claim, self.stages, self.timeouts, self.owner))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connecting or claiming failed: this slot stops
+                self.budget += 1
+                fault = classify(exc)
+                self.worker_faults.append(fault)
+                log.warning("process: a pipeline slot stops: %s: %s", fault.reason,
+                            fault.message)
+                return
+        self.workers_finished += 1
+
+
+def build_counts(claimed: int, deferred: int, outcomes: Sequence[ConversationOutcome],
+                 slots_failed: int = 0) -> dict[str, int]:
+    """The report's counts (pure). `eligible` is what this run could have taken: what it
+    claimed plus what it left for a later run; `slots_failed`, when not 0, the pipeline slots
+    that stopped because they could not connect or claim."""
     counts = {
-        "detected": claimed + deferred,
+        "eligible": claimed + deferred,
         "claimed": claimed,
         "processed": sum(o.outcome == "processed" for o in outcomes),
         "failed": sum(o.outcome == "failed" for o in outcomes),
         "deferred": deferred,
         "lost": sum(o.outcome == "lost" for o in outcomes),
+        "handed_back": sum(o.outcome == "handed_back" for o in outcomes),
     }
-    errors = [
-        {"conversation_id": str(o.conversation_id), "stage": r.stage, "message": r.error}
-        for o in outcomes for r in o.results if r.error is not None
-    ]
-    failures = [{"conversation_id": str(o.conversation_id), "reason": o.failure}
-                for o in outcomes if o.outcome == "failed"]
-    document = {
-        **counts,
-        "stage_errors": errors_json(fold_errors(results)),
-        "stage_timings": timings_json(fold_timings(results)),
-        "errors": errors[:MAX_RESULT_ERRORS],
-        "failures": failures[:MAX_RESULT_ERRORS],
-    }
-    return counts, document
+    if slots_failed:
+        counts["slots_failed"] = slots_failed
+    return counts
+
+
+def run_verdict(outcomes: Sequence[ConversationOutcome], worker_faults: Sequence[Fault],
+                workers_finished: int, terminated: bool) -> tuple[str | None, str | None]:
+    """(reason, error) of a failed run, or (None, None) for a completed one (pure).
+
+    A run fails when it was terminated, when a fault cut conversations short, or when every
+    pipeline slot stopped on a fault (none ran out of work): the work it left is not done.
+    Conversations that failed in their own pipeline do not fail the run: see counts.failed.
+    """
+    if terminated:
+        return TERMINATED, "the run was terminated (SIGTERM); its claims were settled"
+    cut = [o for o in outcomes if o.fault is not None]
+    if cut:
+        fault = cut[0].fault
+        assert fault is not None
+        return fault.reason, safe_text(
+            f"{len(cut)} conversation(s) cut short by {fault.reason}: {fault.message}")
+    if worker_faults and workers_finished == 0:
+        fault = worker_faults[-1]
+        return fault.reason, safe_text(f"no pipeline slot could go on: {fault.message}")
+    return None, None
 
 
 async def run_process(engine: AsyncEngine, options: ProcessOptions,
                       stages: Sequence[Stage]) -> RunReport:
     started = utc_now()
     timeouts = resolve_timeouts(stages, options.stage_timeouts, options.default_stage_timeout)
-    async with engine.begin() as conn:
+    async with connection(engine) as conn, conn.begin():
         execution_id = await JobExecutionRepository(conn).start(JOB_NAME)
+    workers = min(options.max_concurrent_pipelines, options.batch_size)
+    run = _Run(engine, execution_id, options, stages, timeouts, budget=options.batch_size)
+    log.info("process: up to %d conversation(s), %d pipeline(s) at once", options.batch_size,
+             workers)
+    terminated = False
     try:
-        claims = await claim(engine, execution_id, options)
-        async with engine.connect() as conn:
+        await asyncio.gather(*(run.worker() for _ in range(workers)))
+    except asyncio.CancelledError:
+        terminated = True
+        log.warning("process: terminated; settling this run's claims")
+    return await _finish(run, execution_id, started, terminated)
+
+
+async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
+                  terminated: bool) -> RunReport:
+    """Settle every claim this run still holds and close its execution row, in one
+    transaction, retried while the server is unreachable."""
+    unresolved = [o for o in run.outcomes if o.outcome == "unresolved"]
+    reason, error = run_verdict(run.outcomes, run.worker_faults, run.workers_finished,
+                                terminated)
+
+    async def settle(conn: AsyncConnection) -> RunReport:
+        async with conn.begin():
+            # Counted before the settlement, which makes the handed-back eligible again.
             deferred = (await conn.execute(COUNT_ELIGIBLE,
-                                           {"idle_after": options.idle_after})).scalar_one()
-        if deferred:
-            log.info("process: %d eligible conversation(s) deferred to a later run "
-                     "(batch size %d)", deferred, options.batch_size)
-        log.info("process: claimed %d conversation(s); running at most %d at once",
-                 len(claims), options.max_concurrent_pipelines)
+                                           {"idle_after": run.options.idle_after})).scalar_one()
+            settled = dict((await conn.execute(SETTLE_UNRESOLVED, {
+                "ids": [o.conversation_id for o in unresolved],
+                "intents": [o.intent for o in unresolved],
+                "reasons": [o.failure or "" for o in unresolved],
+                "owner": execution_id, "max_attempts": MAX_ATTEMPTS})).tuples().all())
+            # Claims with no outcome: cut off by SIGTERM, or whose commit the run never heard of.
+            leftovers = [r.id for r in (await conn.execute(SETTLE_LEFTOVERS, {
+                "owner": execution_id,
+                "reason": TERMINATED_REASON if terminated else LEFTOVER_REASON})).all()]
+            finals = {r.id: r for r in (await conn.execute(
+                FINAL_STATES, {"ids": [o.conversation_id for o in unresolved]})).all()}
+            outcomes = [_settled(o, settled, finals, execution_id) for o in run.outcomes]
+            if leftovers:
+                log.warning("process: %d claim(s) handed back (%s)", len(leftovers),
+                            "terminated" if terminated else "of unknown fate")
+            outcomes += [ConversationOutcome(cid, "handed_back") for cid in leftovers
+                         if cid not in {o.conversation_id for o in outcomes}]
+            report = _report(run, execution_id, started, outcomes, int(deferred), reason,
+                             error)
+            await JobExecutionRepository(conn).finish(
+                execution_id, str(report.status), _result(report, outcomes), report.error)
+            return report
 
-        semaphore = asyncio.Semaphore(options.max_concurrent_pipelines)
+    settled_report = await retrying(run.engine, settle, budget_s=10 if terminated else 30)
+    if isinstance(settled_report, RunReport):
+        _log_summary(settled_report)
+        return settled_report
+    fault = settled_report
+    stranded = len(run.claimed) - sum(o.outcome != "unresolved" for o in run.outcomes)
+    report = _report(run, execution_id, started, run.outcomes, 0, reason or fault.reason,
+                     safe_text(f"{error or fault.message}; the run could not settle its claims"
+                               f" ({fault.reason}): recover fails what it left processing"
+                               " after its --stale-after and closes the run as abandoned"),
+                     stranded=stranded)
+    _log_summary(report)
+    return report
 
-        async def one(c: Claim) -> ConversationOutcome:
-            async with semaphore:
-                return await run_conversation(engine, c, stages, timeouts, execution_id)
 
-        outcomes = await asyncio.gather(*(one(c) for c in claims))
-        counts, document = build_result(len(claims), deferred, outcomes)
-        async with engine.begin() as conn:
-            await JobExecutionRepository(conn).finish(execution_id, "completed", document)
-    except Exception as exc:
-        await close_failed(engine, execution_id, f"{type(exc).__name__}: {exc}")
-        raise TaskFailed(f"process failed: {type(exc).__name__}", execution_id, exc) from exc
+def _settled(o: ConversationOutcome, settled: Mapping[uuid.UUID, str],
+             finals: Mapping[uuid.UUID, Any], owner: uuid.UUID) -> ConversationOutcome:
+    if o.outcome != "unresolved":
+        return o
+    status = settled.get(o.conversation_id)
+    if status is None:  # not ours any more, or its commit had gone through after all
+        final = finals.get(o.conversation_id)
+        committed = (final is not None and final.claimed_by == owner
+                     and final.status == "processed")
+        return ConversationOutcome(o.conversation_id, "processed" if committed else "lost",
+                                   o.results, o.failure, o.fault)
+    return ConversationOutcome(o.conversation_id,
+                               "failed" if status == "failed" else "handed_back",
+                               o.results, o.failure, o.fault)
+
+
+def _report(run: _Run, execution_id: uuid.UUID, started: str,
+            outcomes: Sequence[ConversationOutcome], deferred: int, reason: str | None,
+            error: str | None, *, stranded: int = 0) -> RunReport:
+    claimed = len(run.claimed | {o.conversation_id for o in outcomes})
+    counts = build_counts(claimed, deferred, outcomes, len(run.worker_faults))
+    if stranded:
+        counts["stranded"] = stranded
     results = [r for o in outcomes for r in o.results]
-    log.info("process: %d processed, %d failed, %d deferred, %d lost to a newer owner",
-             counts["processed"], counts["failed"], counts["deferred"], counts["lost"])
-    return RunReport(task=JOB_NAME, status=RunStatus.COMPLETED, execution_id=str(execution_id),
-                     started_at=started, finished_at=utc_now(), counts=counts,
-                     stage_errors=fold_errors(results), stage_timings=fold_timings(results))
+    return RunReport(
+        task=JOB_NAME, status=RunStatus.FAILED if reason else RunStatus.COMPLETED,
+        reason=reason, error=error, execution_id=str(execution_id), started_at=started,
+        finished_at=utc_now(), counts=counts, stage_errors=fold_errors(results),
+        stage_timings=fold_timings(results))
+
+
+def _result(report: RunReport, outcomes: Sequence[ConversationOutcome]) -> dict[str, Any]:
+    """job_executions.result: the report itself, plus per-conversation detail."""
+    errors = [{"conversation_id": str(o.conversation_id), "stage": r.stage, "message": r.error}
+              for o in outcomes for r in o.results if r.error is not None]
+    failures = [{"conversation_id": str(o.conversation_id), "outcome": o.outcome,
+                 "reason": o.failure}
+                for o in outcomes if o.outcome in ("failed", "handed_back")]
+    return execution_result(report, errors=errors[:MAX_RESULT_ERRORS],
+                            failures=failures[:MAX_RESULT_ERRORS])
+
+
+def _log_summary(report: RunReport) -> None:
+    c = report.counts
+    log.info("process: %d processed, %d failed, %d deferred, %d lost to a newer owner, "
+             "%d handed back", c.get("processed", 0), c.get("failed", 0),
+             c.get("deferred", 0), c.get("lost", 0), c.get("handed_back", 0))

@@ -3,27 +3,41 @@
 One UPDATE ... RETURNING per kind of row: a row is either recovered or not, with no window
 between finding and changing it in which a pipeline could finish it. The execution row is
 closed in the same transaction as the recovery, so the record and the change agree.
+
+No statement here waits for another session's row lock. A conversation whose row is locked
+is being written by a live pipeline (or a frozen one: its session is ended by the server's
+idle_in_transaction_session_timeout, which releases the lock), so recover skips it
+(`FOR NO KEY UPDATE SKIP LOCKED`), counts it as `skipped_locked`, and the next run takes it if
+it is still stuck. Everything else is recovered at once, whatever one frozen pod holds. The
+lock is NO KEY UPDATE, the strongest recover needs (no key changes), so it never blocks the
+foreign-key check (KEY SHARE) of a message being added to the conversation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crontask_contract.durations import format_duration
 from crontask_contract.report import RunReport, RunStatus
+from crontask_jobs.db import connection
+from crontask_jobs.faults import Fault
 from crontask_jobs.repositories import JobExecutionRepository
-from crontask_jobs.tasks.common import TaskFailed, close_failed, utc_now
+from crontask_jobs.tasks.common import TERMINATED, execution_result, retrying, utc_now
 
 log = logging.getLogger(__name__)
 
-JOB_NAME = "recover"
-DEFAULT_STALE_AFTER = timedelta(minutes=30)
-DEFAULT_ABANDONED_AFTER = timedelta(hours=2)
+JOB_NAME: Final = "recover"
+DEFAULT_STALE_AFTER: Final = timedelta(minutes=30)
+DEFAULT_ABANDONED_AFTER: Final = timedelta(hours=2)
+MAX_RESULT_IDS: Final = 100
 
 
 @dataclass(frozen=True)
@@ -32,59 +46,122 @@ class RecoverOptions:
     abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER
 
 
-RECOVER_CONVERSATIONS = sa.text("""
-UPDATE conversations
+# Lock policy: SKIP LOCKED (see the module's docstring).
+RECOVER_CONVERSATIONS: Final = sa.text("""
+WITH stuck AS (
+    SELECT id
+      FROM conversations
+     WHERE status = 'processing'
+       AND updated_at < now() - :stale_after
+       FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE conversations AS c
    SET status = 'failed',
        failure_reason = :reason,
        updated_at = now()
- WHERE status = 'processing'
-   AND updated_at < now() - :stale_after
-RETURNING id, user_id, claimed_by, processing_started_at
+  FROM stuck
+ WHERE c.id = stuck.id
+RETURNING c.id, c.user_id, c.claimed_by, c.processing_started_at
+""")
+# No lock: what is still stuck after the UPDATE above (in the same transaction, so with the
+# same now()) is exactly what it skipped because another session held it.
+COUNT_STILL_STUCK: Final = sa.text("""
+SELECT count(*) FROM conversations
+ WHERE status = 'processing' AND updated_at < now() - :stale_after
 """)
 
-CLOSE_ABANDONED = sa.text("""
-UPDATE job_executions
+# Lock policy: SKIP LOCKED. An execution row is locked only while its own run writes it (its
+# finish): that run is alive after all, and the next recover sees the result.
+CLOSE_ABANDONED: Final = sa.text("""
+WITH abandoned AS (
+    SELECT id
+      FROM job_executions
+     WHERE status = 'running'
+       AND started_at < now() - :abandoned_after
+       AND id <> :self
+       FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE job_executions AS j
    SET status = 'failed',
        completed_at = now(),
        error = 'abandoned: still running after ' || :abandoned_text
                || '; the pod was most likely killed'
- WHERE status = 'running'
-   AND started_at < now() - :abandoned_after
-   AND id <> :self
-RETURNING id, job_name, started_at
+  FROM abandoned
+ WHERE j.id = abandoned.id
+RETURNING j.id, j.job_name, j.started_at
+""")
+COUNT_STILL_ABANDONED: Final = sa.text("""
+SELECT count(*) FROM job_executions
+ WHERE status = 'running' AND started_at < now() - :abandoned_after AND id <> :self
 """)
 
 
 async def run_recover(engine: AsyncEngine, options: RecoverOptions) -> RunReport:
     started = utc_now()
-    async with engine.begin() as conn:
+    async with connection(engine) as conn, conn.begin():
         execution_id = await JobExecutionRepository(conn).start(JOB_NAME)
+
+    async def work(conn: AsyncConnection) -> RunReport:
+        async with conn.begin():
+            return await _recover(conn, options, execution_id, started)
+
     try:
-        async with engine.begin() as conn:
-            reason = f"stuck in processing for more than {format_duration(options.stale_after)}"
-            recovered = (await conn.execute(RECOVER_CONVERSATIONS, {
-                "reason": reason, "stale_after": options.stale_after})).all()
-            for row in recovered:
-                log.warning("recovered stuck conversation %s (user %s, claimed by execution %s"
-                            " at %s)", row.id, row.user_id, row.claimed_by,
-                            row.processing_started_at)
-            abandoned = (await conn.execute(CLOSE_ABANDONED, {
-                "abandoned_after": options.abandoned_after,
-                "abandoned_text": format_duration(options.abandoned_after),
-                "self": execution_id})).all()
-            for row in abandoned:
-                log.warning("closed abandoned %s execution %s (started %s)", row.job_name,
-                            row.id, row.started_at.isoformat())
-            counts = {"detected": len(recovered), "recovered": len(recovered),
-                      "abandoned": len(abandoned)}
-            result = {**counts,
-                      "recovered_ids": [str(r.id) for r in recovered[:100]],
-                      "abandoned_ids": [str(r.id) for r in abandoned[:100]]}
-            await JobExecutionRepository(conn).finish(execution_id, "completed", result)
-    except Exception as exc:
-        await close_failed(engine, execution_id, f"{type(exc).__name__}: {exc}")
-        raise TaskFailed(f"recover failed: {type(exc).__name__}", execution_id, exc) from exc
-    log.info("recover: %d conversation(s) recovered, %d execution(s) abandoned",
-             len(recovered), len(abandoned))
-    return RunReport(task=JOB_NAME, status=RunStatus.COMPLETED, execution_id=str(execution_id),
-                     started_at=started, finished_at=utc_now(), counts=counts)
+        outcome = await retrying(engine, work, budget_s=0)
+    except asyncio.CancelledError:  # SIGTERM: the recovery in flight is rolled back
+        outcome = Fault(TERMINATED, "the run was terminated (SIGTERM); nothing was recovered")
+    if isinstance(outcome, RunReport):
+        return outcome
+    return await _failed(engine, execution_id, started, outcome)
+
+
+async def _recover(conn: AsyncConnection, options: RecoverOptions, execution_id: uuid.UUID,
+                   started: str) -> RunReport:
+    reason = f"stuck in processing for more than {format_duration(options.stale_after)}"
+    recovered = (await conn.execute(RECOVER_CONVERSATIONS, {
+        "reason": reason, "stale_after": options.stale_after})).all()
+    skipped = (await conn.execute(COUNT_STILL_STUCK,
+                                  {"stale_after": options.stale_after})).scalar_one()
+    for row in recovered:
+        log.warning("recovered stuck conversation %s (user %s, claimed by execution %s at %s)",
+                    row.id, row.user_id, row.claimed_by, row.processing_started_at)
+    if skipped:
+        log.warning("recover: %d stuck conversation(s) skipped: another session holds their "
+                    "row lock (the next run takes them if they are still stuck)", skipped)
+    abandoned = (await conn.execute(CLOSE_ABANDONED, {
+        "abandoned_after": options.abandoned_after,
+        "abandoned_text": format_duration(options.abandoned_after),
+        "self": execution_id})).all()
+    abandoned_skipped = (await conn.execute(COUNT_STILL_ABANDONED, {
+        "abandoned_after": options.abandoned_after, "self": execution_id})).scalar_one()
+    for row in abandoned:
+        log.warning("closed abandoned %s execution %s (started %s)", row.job_name,
+                    row.id, row.started_at.isoformat())
+    counts = {"stuck": len(recovered) + skipped, "recovered": len(recovered),
+              "skipped_locked": skipped + abandoned_skipped, "abandoned": len(abandoned)}
+    report = RunReport(task=JOB_NAME, status=RunStatus.COMPLETED,
+                       execution_id=str(execution_id), started_at=started,
+                       finished_at=utc_now(), counts=counts)
+    await JobExecutionRepository(conn).finish(execution_id, "completed", execution_result(
+        report, recovered_ids=[str(r.id) for r in recovered[:MAX_RESULT_IDS]],
+        abandoned_ids=[str(r.id) for r in abandoned[:MAX_RESULT_IDS]],
+        conversations_skipped_locked=skipped, executions_skipped_locked=abandoned_skipped))
+    log.info("recover: %d conversation(s) recovered, %d skipped (locked), %d execution(s) "
+             "abandoned", len(recovered), skipped + abandoned_skipped, len(abandoned))
+    return report
+
+
+async def _failed(engine: AsyncEngine, execution_id: uuid.UUID, started: str,
+                  fault: Fault) -> RunReport:
+    """The recovery was rolled back; close the run's row (retried while the server is away)."""
+    report = RunReport(task=JOB_NAME, status=RunStatus.FAILED, reason=fault.reason,
+                       error=f"recover failed: {fault.message}", execution_id=str(execution_id),
+                       started_at=started, finished_at=utc_now())
+    log.error("%s", report.error)
+
+    async def close(conn: AsyncConnection) -> None:
+        async with conn.begin():
+            await JobExecutionRepository(conn).finish(execution_id, "failed",
+                                                      execution_result(report), report.error)
+
+    await retrying(engine, close, budget_s=30)
+    return report

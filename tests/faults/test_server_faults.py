@@ -1,0 +1,179 @@
+"""The server itself misbehaves: it restarts mid-run, runs out of connections, or ends a
+decay halfway. Each test owns its server."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from faults_support import (
+    Server,
+    add_conversations,
+    cli,
+    execute,
+    no_stranded_work,
+    popen,
+    reap,
+    report_of,
+    rows,
+    scalar,
+    wait_until,
+)
+
+from crontask_jobs.decay_rules import UserState, compute_decay
+
+SMALL = "-c max_connections=8 -c superuser_reserved_connections=3"
+"""Five connections for the `crontask` role; three reserved for the test's superuser."""
+
+
+def fresh(server: Server) -> tuple[str, sa.Engine]:
+    name = server.fresh_database()
+    sql = server.admin(name)
+    execute(sql, "CREATE TABLE processed_log (conversation_id uuid, execution_id uuid,"
+                 " stage text)")
+    execute(sql, "GRANT ALL ON processed_log TO crontask")
+    return server.url(name), sql
+
+
+def test_a_restart_mid_run_settles_every_claim(own_server: Server) -> None:
+    url, sql = fresh(own_server)
+    add_conversations(sql, 30, idle_minutes=30)
+    proc = popen(["process", "--pipeline", "fault_pipelines:slow_sql", "--batch-size", "30",
+                  "--max-concurrent-pipelines", "4"], url)
+    try:
+        wait_until(lambda: scalar(sql, "SELECT count(*) FROM conversations"
+                                       " WHERE status = 'processed'") >= 4,
+                   "the run to get going")
+        sql.dispose()
+        own_server.stop()  # a fast shutdown: every session is terminated mid-statement
+        time.sleep(1)
+        own_server.start()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        reap(proc)
+    assert proc.returncode == 1, err
+    report = report_of(out)
+    assert report["status"] == "failed"
+    assert report["reason"] in ("backend_terminated", "connection_lost", "database_unavailable")
+    counts = report["counts"]
+    assert counts["handed_back"] >= 1
+    assert counts["processed"] + counts["failed"] + counts["lost"] + counts["handed_back"] == (
+        counts["claimed"])
+    assert counts["eligible"] == 30
+    got = dict(rows(sql, "SELECT status, count(*) FROM conversations GROUP BY status"))
+    assert got.get("processing", 0) == 0
+    assert got.get("processed", 0) == counts["processed"]
+    # Nothing was done twice, and what was cut short left no trace.
+    assert scalar(sql, "SELECT count(*) FROM processed_log WHERE stage = 'after'") == (
+        counts["processed"])
+    assert scalar(sql, "SELECT count(DISTINCT conversation_id) FROM processed_log") == (
+        counts["processed"])
+    [execution] = rows(sql, "SELECT status, result FROM job_executions")
+    assert execution.status == "failed"
+    assert execution.result["counts"] == counts
+    no_stranded_work(sql)
+    sql.dispose()
+
+
+@pytest.mark.parametrize("own_server", [SMALL], indirect=True)
+def test_slots_that_cannot_connect_stop_and_the_others_do_the_batch(own_server: Server) -> None:
+    url, sql = fresh(own_server)
+    add_conversations(sql, 20, idle_minutes=30)
+    proc = cli(["process", "--pipeline", "fault_pipelines:slow_sql", "--batch-size", "20",
+                "--max-concurrent-pipelines", "10"], url, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = report_of(proc.stdout)
+    assert report["status"] == "completed", (report, proc.stderr)
+    assert report["status"] == "completed"
+    assert report["counts"]["processed"] == 20, (report, proc.stderr)
+    assert 1 <= report["counts"]["slots_failed"] <= 9  # some slots were refused...
+    assert "too many clients" in proc.stderr or "reserved" in proc.stderr
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'processed'") == 20
+    no_stranded_work(sql)
+    sql.dispose()
+
+
+@pytest.mark.parametrize("own_server", [SMALL], indirect=True)
+def test_no_connection_at_all_is_exit_3_and_nothing_is_left_behind(own_server: Server) -> None:
+    url, sql = fresh(own_server)
+    add_conversations(sql, 3, idle_minutes=30)
+    hogs = [sa.create_engine(own_server.url(own_server.template).replace(
+        "postgresql://", "postgresql+psycopg://"), poolclass=sa.pool.NullPool)
+        for _ in range(5)]
+    held = [engine.connect() for engine in hogs]  # every slot the role may use
+    try:
+        proc = cli(["process"], url, timeout=60)
+    finally:
+        for conn in held:
+            conn.close()
+        for engine in hogs:
+            engine.dispose()
+    assert proc.returncode == 3, proc.stderr
+    report = report_of(proc.stdout)
+    assert (report["status"], report["reason"]) == ("failed", "database_unavailable")
+    assert "too many clients" in report["error"] or "remaining connection slots" in (
+        report["error"])
+    assert scalar(sql, "SELECT count(*) FROM job_executions") == 0
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'active'") == 3
+    sql.dispose()
+
+
+def test_a_decay_cut_off_midway_is_finished_exactly_by_the_next_run(
+        server: Server, database: str, url: str, sql: sa.Engine) -> None:
+    users = rows(sql, """
+        INSERT INTO users (chapter, relationship_score, last_interaction_at)
+        SELECT 1, 90, now() - make_interval(hours => 10, secs => i)
+          FROM generate_series(1, 12000) AS i
+        RETURNING id, chapter, relationship_score, last_interaction_at""")
+    # The 7,000th user to be decayed makes its chunk's INSERT sleep: chunks 1 (5,000 users)
+    # commit, chunk 2 is in flight when its session is ended.
+    target = sorted(users, key=lambda u: (u.last_interaction_at, u.id))[7000].id
+    execute(sql, f"""
+        CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.user_id = '{target}' THEN PERFORM pg_sleep(60); END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER stall AFTER INSERT ON score_history
+            FOR EACH ROW EXECUTE FUNCTION stall();""")
+    proc = popen(["decay"], url)
+    try:
+        pid = wait_until(lambda: scalar(sql, "SELECT pid FROM pg_stat_activity WHERE"
+                                             " application_name = 'crontask-job decay'"
+                                             " AND wait_event = 'PgSleep'"),
+                         "the decay's second chunk to stall")
+        assert scalar(sql, "SELECT pg_terminate_backend(:pid)", {"pid": pid})
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert proc.returncode == 1, err
+    report = report_of(out)
+    assert (report["status"], report["reason"]) == ("failed", "backend_terminated")
+    assert report["counts"]["users_decayed"] == 5000  # the committed chunk, and only it
+    assert "the next run decays the rest" in report["error"]
+    assert scalar(sql, "SELECT count(*) FROM score_history") == 5000
+    execute(sql, "DROP TRIGGER stall ON score_history")
+    rerun = cli(["decay"], url, timeout=120)  # a failed run does not count for the window
+    again = report_of(rerun.stdout)
+    # The 7,000 the first run did not reach, plus those of the first 5,000 whose carried
+    # fraction of a cent became a whole one in the seconds between the runs.
+    assert again["status"] == "completed"
+    assert 7000 <= again["counts"]["users_decayed"] <= 12000
+    per_user = dict(rows(sql, "SELECT user_id, count(*) AS n FROM score_history"
+                              " GROUP BY user_id"))
+    assert len(per_user) == 12000 and set(per_user.values()) <= {1, 2}
+    at = scalar(sql, "SELECT result->>'decayed_at' FROM job_executions"
+                     " WHERE status = 'completed'")
+    now = datetime.fromisoformat(at)
+    final = dict(rows(sql, "SELECT id, relationship_score FROM users"))
+    for u in users:  # all of the time, charged once: to the cent, as one run would
+        expected = compute_decay(UserState(u.chapter, u.relationship_score,
+                                           u.last_interaction_at, None), now)
+        assert expected is not None
+        assert abs(final[u.id] - expected.score_after) <= Decimal("0.01")
+    statuses = sorted(r[0] for r in rows(sql, "SELECT status FROM job_executions"))
+    assert statuses == ["completed", "failed"]
+    no_stranded_work(sql)
