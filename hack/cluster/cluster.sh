@@ -337,25 +337,10 @@ start_etcd() {
   wait_for etcd "etcd /health" in_ns etcdctl --endpoints http://127.0.0.1:2379 endpoint health
 }
 
-# The API server's audit log: requests made by ServiceAccounts outside kube-system (the
-# operator under test), so a test can derive the RBAC rules the operator really uses. CronJob
-# writes are logged with their request body (owner references decide a finalizers rule).
+# The API server's audit log (policy in audit-policy.yaml, which the kind backend uses too), so
+# a test can derive the RBAC rules the operator really uses.
 write_audit_policy() {
-  write_if_changed "$STATE/audit-policy.yaml" <<EOF
-apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: None
-  userGroups: ["system:serviceaccounts:kube-system"]
-- level: Request
-  userGroups: ["system:serviceaccounts"]
-  verbs: ["create", "update", "patch"]
-  resources: [{group: batch, resources: [cronjobs]}]
-- level: Metadata
-  userGroups: ["system:serviceaccounts"]
-- level: None
-EOF
+  write_if_changed "$STATE/audit-policy.yaml" < "$HERE/audit-policy.yaml"
 }
 
 start_apiserver() {

@@ -31,6 +31,10 @@ JOBS_IMAGE="${CRONTASK_JOBS_IMAGE:-crontask-jobs:dev}"
 OPERATOR_IMAGE="${CRONTASK_OPERATOR_IMAGE:-crontask-operator:dev}"
 PG_DIR="${KIND_STATE}/postgres"
 KIND_CONFIG="${KIND_STATE}/kind-config.yaml"
+# The API server's audit policy and log, on this host (mounted into the node, and from the
+# node into the API server's static pod), so tests read the log as on the local backend.
+AUDIT_DIR="${KIND_STATE}/audit"
+AUDIT_LOG="${AUDIT_DIR}/log/audit.log"
 TOOLS_BIN="$(tools_bin_dir)"
 
 # kind_cmd ARGS...: kind inside the namespace, talking to our engine with Debian's client
@@ -60,6 +64,27 @@ networking:
 nodes:
 - role: control-plane
   image: ${node_image}
+  extraMounts:
+  - {hostPath: "${AUDIT_DIR}/policy", containerPath: /etc/crontask-audit, readOnly: true}
+  - {hostPath: "${AUDIT_DIR}/log", containerPath: /var/log/crontask-audit}
+# The local backend's API server settings the tests rely on: the audit log (RBAC derived from
+# it) and OwnerReferencesPermissionEnforcement (blockOwnerDeletion needs crontasks/finalizers).
+# kind 0.33 writes kubeadm's v1beta3 ClusterConfiguration for Kubernetes 1.34 (extraArgs a map).
+kubeadmConfigPatches:
+- |
+  kind: ClusterConfiguration
+  apiServer:
+    extraArgs:
+      enable-admission-plugins: NodeRestriction,OwnerReferencesPermissionEnforcement
+      audit-policy-file: /etc/crontask-audit/audit-policy.yaml
+      audit-log-path: /var/log/crontask-audit/audit.log
+      audit-log-maxsize: "200"
+      audit-log-maxbackup: "1"
+    extraVolumes:
+    - {name: audit-policy, hostPath: /etc/crontask-audit, mountPath: /etc/crontask-audit,
+       readOnly: true, pathType: Directory}
+    - {name: audit-log, hostPath: /var/log/crontask-audit, mountPath: /var/log/crontask-audit,
+       pathType: DirectoryOrCreate}
 EOF
     if host_lacks_sys_resource; then
       # Without CAP_SYS_RESOURCE nothing may lower an oom_score_adj: containerd must keep pods
@@ -114,6 +139,10 @@ cmd_up() {
     node_image="$("$HERE/build.sh" names | sed -n 's/^NODE_IMAGE=//p')"
     phase_begin "postgresql on ${KIND_GATEWAY}"; start_postgres; phase_end
     if ! cluster_exists; then
+      # a new cluster starts a new audit log: no request of an earlier cluster's operator
+      rm -rf "$AUDIT_DIR"
+      mkdir -p "$AUDIT_DIR/policy" "$AUDIT_DIR/log"
+      cp "$CRONTASK_ROOT/hack/cluster/audit-policy.yaml" "$AUDIT_DIR/policy/audit-policy.yaml"
       write_kind_config "$node_image"
       phase_begin "kind create cluster ($node_image)"
       kind_cmd create cluster --config "$KIND_CONFIG" --kubeconfig "$KIND_KUBECONFIG" --wait 5m >&2 \
@@ -166,6 +195,7 @@ cmd_exec() {
   [ -s "$PG_DIR/database-url" ] && dburl="$(cat "$PG_DIR/database-url")"
   exec nsenter --net="$KIND_NETNS_PATH" -- env KUBECONFIG="$KIND_KUBECONFIG" DATABASE_URL="$dburl" \
     CRONTASK_E2E_DATABASE_URL="$dburl" DOCKER_HOST="unix://${KIND_DOCKER_SOCK}" \
+    CRONTASK_AUDIT_LOG="$AUDIT_LOG" \
     PATH="$TOOLS_BIN:$(kind_path)" "$@"
 }
 
