@@ -140,6 +140,12 @@ cmd_up() {
     [ -s "$KIND_RUN/sysctl.before" ] || kind_sysctls > "$KIND_RUN/sysctl.before"
     phase_begin "network namespace $KIND_NETNS"; setup_netns; phase_end
     phase_begin "dockerd (Debian docker.io $(dpkg-query -W -f='${Version}' docker.io))"; start_dockerd; phase_end
+    # A run that ended without `down` leaves its containers in the data root, and dockerd
+    # restarts them: a new engine starts with images only, as `down` leaves it.
+    if [ -n "$(kind_docker ps -aq)" ] || [ -n "$(kind_docker network ls -q --filter type=custom)" ]; then
+      warn "removing containers and networks an earlier run left in $KIND_DOCKER_ROOT"
+      remove_all_but_images
+    fi
   fi
   ensure_kind_network
   log "engine up: DOCKER_HOST=unix://$KIND_DOCKER_SOCK (netns $KIND_NETNS, data root $KIND_DOCKER_ROOT)"
@@ -176,16 +182,20 @@ stop_pid() {  # stop_pid PID [SECONDS]
   kill -KILL "$p" 2>/dev/null || true
 }
 
+# everything in the engine but its images (what the data root keeps between up and down)
+remove_all_but_images() {
+  local c
+  c="$(kind_docker ps -aq)"
+  # shellcheck disable=SC2086
+  [ -z "$c" ] || kind_docker rm -fv $c >/dev/null
+  for c in $(kind_docker network ls -q --filter type=custom); do kind_docker network rm "$c" >/dev/null || true; done
+  kind_docker volume prune -f >/dev/null || true
+}
+
 cmd_down() {
-  local p h c
+  local p h
   phase_begin "containers, networks, volumes"
-  if engine_ready; then
-    c="$(kind_docker ps -aq)"
-    # shellcheck disable=SC2086
-    [ -z "$c" ] || kind_docker rm -fv $c >/dev/null
-    for c in $(kind_docker network ls -q --filter type=custom); do kind_docker network rm "$c" >/dev/null || true; done
-    kind_docker volume prune -f >/dev/null || true
-  fi
+  if engine_ready; then remove_all_but_images; fi
   phase_end
   phase_begin "dockerd and everything it started"
   if engine_alive; then stop_pid "$(engine_pid)" 30; fi
