@@ -1,82 +1,82 @@
-"""Benchmark: crontask's jobs against the naive baseline (bench/naive.py), side by side.
+"""Benchmark: crontask's jobs against PostgreSQL's own floor and a naive baseline, same run.
 
-    .venv/bin/python bench/run.py              # 1M rows (a few minutes on 2 cores)
-    .venv/bin/python bench/run.py --rows 100000  # a quick run
+    .venv/bin/python bench/run.py                       # 100k and 1M rows, process, race
+    .venv/bin/python bench/run.py --sizes 100000        # a quick run
+    .venv/bin/python bench/run.py --with-10m            # adds 10M rows (~40 min on 2 cores)
+    .venv/bin/python bench/run.py --only process        # just the process benchmarks
 
-Uses DATABASE_URL (it creates and drops a database `crontask_bench_*` on that server) or
-starts a throwaway server with hack/postgres.sh. Results go to stdout; copy them into
-BENCHMARKS.md. The naive decay and recover run inside a transaction that is rolled back, so
-both sides see the same data; the naive decay is timed on a sample and scaled linearly (it is
-a per-row loop, linear by construction), unless --naive-sample >= --rows.
+For each size a template database is migrated and seeded once; every measurement then runs in
+a fresh file copy of it (same rows, same pages). Each job runs in a process of its own, as the
+CLI runs it (bench/jobrun.py): its time (start-up excluded, and printed apart), its peak RSS.
+Floors (bench/floors.py): what PostgreSQL itself takes to write the same rows the simplest
+way, on the same schema, and for decay on a bare copy too. The naive baseline
+(bench/naive.py) is the seed's per-row approach; its decay and process are timed on a sample
+and scaled (per-row loops: linear by construction). Load average and server settings are
+printed with the results. Uses DATABASE_URL's server (creating and dropping databases
+`crontask_bench_*`), or starts a throwaway one. Results go to stdout (and --json FILE).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import contention  # noqa: E402
+import dbs  # noqa: E402
+import floors  # noqa: E402
 import naive  # noqa: E402
+import seed  # noqa: E402
 
 from crontask_jobs.db import open_engine  # noqa: E402
-from crontask_jobs.dburl import DatabaseTarget, parse_database_url  # noqa: E402
-from crontask_jobs.migrate import upgrade  # noqa: E402
-from crontask_jobs.pipeline import Stage, StageContext  # noqa: E402
-from crontask_jobs.tasks.decay import DecayOptions, run_decay  # noqa: E402
-from crontask_jobs.tasks.process import ProcessOptions, run_process  # noqa: E402
-from crontask_jobs.tasks.recover import RecoverOptions, run_recover  # noqa: E402
+from crontask_jobs.tasks.decay import DEFAULT_CHUNK_SIZE, DecayOptions, run_decay  # noqa: E402
+
+Result = dict[str, Any]
 
 
-@contextmanager
-def server() -> Iterator[URL]:
-    if os.environ.get("DATABASE_URL"):
-        yield make_url(os.environ["DATABASE_URL"]).set(drivername="postgresql+psycopg")
-        return
-    work = tempfile.mkdtemp(prefix="crontask-bench-")
-    os.chmod(work, 0o755)
-    env = {**os.environ, "CRONTASK_PG_DIR": f"{work}/pg"}
-    script = str(HERE.parent / "hack/postgres.sh")
-    out = subprocess.run([script, "start"], env=env, check=True, capture_output=True, text=True)
-    try:
-        yield make_url(out.stdout.split()[-1]).set(drivername="postgresql+psycopg")
-    finally:
-        subprocess.run([script, "destroy"], env=env, check=False, capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-@contextmanager
-def database(url: URL) -> Iterator[URL]:
-    name = f"crontask_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        db = url.set(database=name)
-        upgrade(target(db))
-        yield db
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {load()}] {text}", flush=True)
+
+
+def job(db: URL, name: str, spec: Result | None = None,
+        during: Callable[[], Any] | None = None) -> Result:
+    """Run one job in its own process (bench/jobrun.py); its stderr (the logs) is counted."""
+    env = {**os.environ, "DATABASE_URL": dbs.libpq_url(db)}
+    with tempfile.TemporaryFile() as logs:
+        proc = subprocess.Popen([sys.executable, str(HERE / "jobrun.py"), name,
+                                 json.dumps(spec or {})], env=env, stdout=subprocess.PIPE,
+                                stderr=logs, text=True)
+        if during is not None:
+            during()
+        out, _ = proc.communicate()
+        logs.seek(0)
+        log_lines = sum(1 for _ in logs)
+        if proc.returncode != 0:
+            logs.seek(0)
+            raise RuntimeError(f"{name} failed: {logs.read()[-2000:].decode(errors='replace')}")
+    result: Result = json.loads(out.strip().splitlines()[-1])
+    result["log_lines"] = log_lines
+    return result
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -85,92 +85,182 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def target(url: URL) -> DatabaseTarget:
-    """The database as the CLI sees it: a parsed libpq URL."""
-    return parse_database_url(url.set(drivername="postgresql").render_as_string(
-        hide_password=False))
+# ---------------------------------------------------------------- recover and decay, per size
+
+def bench_naive(template: URL, rows: int, sample: int) -> Result:
+    with dbs.copy_of(template, "naive") as db:
+        e = dbs.engine(db)
+        with e.connect() as c:
+            t_recover, n_recover = timed(lambda: naive.recover(c, timedelta(minutes=30)))
+            c.rollback()
+            sample = min(sample, rows)
+            t_sample, _ = timed(lambda: naive.decay(c, limit=sample))
+            c.rollback()
+        e.dispose()
+    return {"recover_s": t_recover, "recover_rows": n_recover, "decay_sample": sample,
+            "decay_sample_s": t_sample, "decay_s": t_sample * rows / sample}
 
 
-def run_async(url: URL, fn: Callable[[Any], Any], pool: int = 12) -> Any:
-    async def main() -> Any:
-        async with open_engine(target(url), task="bench", pool_size=pool) as engine:
-            return await fn(engine)
-    return asyncio.run(main())
+def bench_recover(template: URL) -> Result:
+    with dbs.copy_of(template, "recover") as db:
+        wal0 = dbs.wal_lsn(db)
+        ours = job(db, "recover")
+        ours["wal_bytes"] = dbs.wal_lsn(db) - wal0
+    with dbs.copy_of(template, "recover_floor") as db:
+        floor = floors.recover_floor(db)
+    assert ours["counts"]["recovered"] == floor.rows, (ours["counts"], floor.rows)
+    return {"ours": ours, "floor_s": floor.seconds, "floor_rows": floor.rows,
+            "floor_wal_bytes": floor.wal_bytes}
 
 
-def seed(sql: sa.Engine, rows: int) -> None:
-    with sql.begin() as c:
-        c.execute(sa.text("""
-            INSERT INTO users (chapter, relationship_score, last_interaction_at)
-            SELECT 1 + i % 5, 20 + (i % 80), now() - make_interval(hours => 80 + i % 50)
-              FROM generate_series(1, :n) AS i"""), {"n": rows})
-        # 1% stuck in processing, 1% processing but fresh, 98% processed long ago.
-        c.execute(sa.text("""
-            INSERT INTO conversations (user_id, status, last_message_at, updated_at)
-            SELECT id,
-                   CASE WHEN rn % 100 IN (0, 1) THEN 'processing' ELSE 'processed' END,
-                   now() - interval '3 hours',
-                   CASE WHEN rn % 100 = 0 THEN now() - interval '2 hours'
-                        ELSE now() - interval '1 minute' END
-              FROM (SELECT id, row_number() OVER () AS rn FROM users) AS u"""))
-    with sql.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(sa.text("VACUUM ANALYZE"))
+def bench_decay(template: URL, rows: int, *, contended: bool) -> Result:
+    out: Result = {}
+    with dbs.copy_of(template, "decay") as decayed:
+        wal0 = dbs.wal_lsn(decayed)
+        say(f"decay of {rows:,} users")
+        out["ours"] = job(decayed, "decay")
+        out["ours"]["wal_bytes"] = dbs.wal_lsn(decayed) - wal0
+        assert out["ours"]["counts"]["users_decayed"] == rows, out["ours"]["counts"]
+        expected = floors.fingerprint(decayed)
+        for label, bare in (("floor", False), ("bare", True)):
+            with dbs.copy_of(template, label) as db:
+                floors.copy_outcome(decayed, db)
+                if bare:
+                    floors.make_bare(db)
+                say(f"decay floor ({'bare copy' if bare else 'same schema'})")
+                floor = floors.decay_floor(db, bare=bare)
+                assert floors.fingerprint(db, bare=bare) == expected, f"{label}: other writes"
+                out[label] = {"seconds": floor.seconds, "wal_bytes": floor.wal_bytes,
+                              "parts": floor.parts}
+    if contended:
+        with dbs.copy_of(template, "contended") as db:
+            toucher = contention.Toucher(floors.conninfo(db), DEFAULT_CHUNK_SIZE)
+            say("decay while touch_user-style updates run")
+            toucher.start(rows)
+            try:
+                out["contended"] = job(db, "decay")
+            finally:
+                toucher.stop()
+            out["touches"] = toucher.summary()
+    return out
 
 
-def bench_recover(db: URL, sql: sa.Engine) -> dict[str, float]:
-    with sql.connect() as c:
-        t_naive, n_naive = timed(lambda: naive.recover(c, timedelta(minutes=30)))
-        c.rollback()
-    t_ours, report = timed(lambda: run_async(db, lambda e: run_recover(e, RecoverOptions())))
-    assert report.counts["recovered"] == n_naive, (report.counts, n_naive)
-    return {"rows": n_naive, "naive_s": t_naive, "ours_s": t_ours}
+def bench_size(server: URL, rows: int, args: argparse.Namespace) -> Result:
+    result: Result = {"rows": rows, "load_at_start": load()}
+    template = dbs.create(server, f"crontask_bench_{rows}")
+    try:
+        t, _ = timed(lambda: seed.seed_size(template, rows))
+        result["seed_s"] = t
+        say(f"seeded {rows:,} users and conversations in {t:.0f}s")
+        dbs.checkpoint(template)
+        result["naive"] = bench_naive(template, rows, args.naive_sample)
+        say("recover")
+        result["recover"] = bench_recover(template)
+        result["decay"] = bench_decay(template, rows, contended=rows <= args.contend_up_to)
+    finally:
+        dbs.drop(template)
+    result["load_at_end"] = load()
+    return result
 
 
-def bench_decay(db: URL, sql: sa.Engine, rows: int, sample: int) -> dict[str, float]:
-    sample = min(sample, rows)
-    with sql.connect() as c:
-        t_sample, _n_sample = timed(lambda: naive.decay(c, limit=sample))
-        c.rollback()
-    t_naive = t_sample * rows / sample
-    t_ours, report = timed(lambda: run_async(db, lambda e: run_decay(e, DecayOptions())))
-    assert report.counts["users_decayed"] == rows, report.counts
-    return {"rows": rows, "naive_s": t_naive, "naive_sample": sample, "naive_sample_s": t_sample,
-            "ours_s": t_ours}
+# ---------------------------------------------------------------- process
+
+def bench_process_ideal(server: URL, batch: int, latency: float,
+                        concurrencies: list[int], naive_sample: int) -> Result:
+    out: Result = {"batch": batch, "latency_s": latency, "runs": []}
+    template = dbs.create(server, "crontask_bench_idle")
+    try:
+        seed.seed_idle(template, batch, messages=0)
+        with dbs.copy_of(template, "naive") as db:
+            e = dbs.engine(db)
+            with e.connect() as c:
+                t, n = timed(lambda: naive.process(c, timedelta(minutes=15), naive_sample,
+                                                   naive.sleep_stage(latency)))
+            e.dispose()
+            out["naive_sample"], out["naive_sample_s"] = n, t
+            out["naive_s"] = t * batch / n
+        for concurrency in concurrencies:
+            with dbs.copy_of(template, f"c{concurrency}") as db:
+                say(f"process: {batch} conversations, {latency * 1000:.0f} ms stage,"
+                    f" concurrency {concurrency}")
+                r = job(db, "process", {"batch": batch, "concurrency": concurrency,
+                                        "latency_s": latency})
+                assert r["counts"]["processed"] == batch, r["counts"]
+                r["concurrency"] = concurrency
+                r["ideal_s"] = batch / concurrency * latency
+                out["runs"].append(r)
+    finally:
+        dbs.drop(template)
+    return out
 
 
-def bench_process(db: URL, sql: sa.Engine, batch: int, concurrency: int,
-                  latency: float) -> dict[str, float]:
-    def add() -> None:
-        with sql.begin() as c:
-            c.execute(sa.text("""
-                INSERT INTO conversations (user_id, status, last_message_at)
-                SELECT id, 'active', now() - interval '1 hour' FROM users LIMIT :b"""),
-                {"b": batch})
-
-    async def stage(ctx: StageContext) -> None:
-        await asyncio.sleep(latency)
-
-    add()
-    with sql.connect() as c:
-        t_naive, n = timed(lambda: naive.process(c, timedelta(minutes=15), batch,
-                                                 naive.sleep_stage(latency)))
-    assert n == batch
-    add()
-    options = ProcessOptions(batch_size=batch, max_concurrent_pipelines=concurrency)
-    t_ours, report = timed(lambda: run_async(
-        db, lambda e: run_process(e, options, [Stage("io", stage)]), pool=concurrency + 1))
-    assert report.counts["processed"] == batch, report.counts
-    ideal = batch / concurrency * latency
-    return {"batch": batch, "concurrency": concurrency, "latency_s": latency,
-            "ideal_s": ideal, "naive_s": t_naive, "ours_s": t_ours}
+def pg_statements(db: URL, top: int = 8) -> list[Result]:
+    e = dbs.engine(db)
+    try:
+        with e.connect() as c:
+            got = c.execute(sa.text("""
+                SELECT calls, total_exec_time, mean_exec_time,
+                       left(regexp_replace(query, '\\s+', ' ', 'g'), 70) AS query
+                  FROM pg_stat_statements
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 ORDER BY total_exec_time DESC LIMIT :top"""), {"top": top}).all()
+    except sa.exc.DBAPIError:
+        return []
+    finally:
+        e.dispose()
+    return [{"calls": r.calls, "total_ms": round(r.total_exec_time), "mean_ms":
+             round(r.mean_exec_time, 3), "query": r.query} for r in got]
 
 
-def bench_race(url: URL, runs: int = 16) -> dict[str, int]:
+def bench_process_default(server: URL, conversations: int, messages: int,
+                          concurrencies: list[int], profiled: int) -> Result:
+    """Throughput of the default pipeline at each concurrency (no profiler), then one run of
+    `profiled` conversations under cProfile, with the server's side from pg_stat_statements."""
+    out: Result = {"conversations": conversations, "messages": messages, "runs": []}
+    template = dbs.create(server, "crontask_bench_pipeline")
+    try:
+        seed.seed_idle(template, conversations, messages)
+        statements = True
+        try:
+            with dbs.admin(template).connect() as c:
+                c.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        except sa.exc.DBAPIError:
+            statements = False
+        for concurrency in concurrencies:
+            with dbs.copy_of(template, f"c{concurrency}") as db:
+                if statements:
+                    dbs.scalar(db, "SELECT pg_stat_statements_reset()")
+                say(f"process, default pipeline: {conversations:,} conversations,"
+                    f" concurrency {concurrency}")
+                r = job(db, "process", {"batch": conversations, "concurrency": concurrency,
+                                        "pipeline": "default"})
+                assert r["counts"]["processed"] == conversations, r["counts"]
+                r["concurrency"] = concurrency
+                r["sql"] = pg_statements(db) if statements else []
+                out["runs"].append(r)
+        with dbs.copy_of(template, "profiled") as db:
+            concurrency = concurrencies[-1]
+            say(f"process, default pipeline under cProfile: {profiled:,} conversations,"
+                f" concurrency {concurrency}")
+            r = job(db, "process", {"batch": profiled, "concurrency": concurrency,
+                                    "pipeline": "default", "profile": True})
+            r["concurrency"] = concurrency
+            r["batch"] = profiled
+            out["profiled"] = r
+    finally:
+        dbs.drop(template)
+    return out
+
+
+# ---------------------------------------------------------------- the race
+
+def bench_race(server: URL, runs: int = 16) -> Result:
     """How many of `runs` simultaneous decays apply decay: naive guard vs ours."""
-    out: dict[str, int] = {}
+    out: Result = {}
     for side in ("naive", "ours"):
-        with database(url) as db:
-            sql = sa.create_engine(db, poolclass=sa.pool.NullPool)
+        db = dbs.create(server, "crontask_bench_race")
+        try:
+            sql = dbs.engine(db)
             with sql.begin() as c:
                 c.execute(sa.text("INSERT INTO users (chapter, last_interaction_at) SELECT 1,"
                                   " now() - interval '20 hours' FROM generate_series(1, 200)"))
@@ -184,12 +274,13 @@ def bench_race(url: URL, runs: int = 16) -> dict[str, int]:
                         c.commit()
 
             def one_ours(db: URL = db, barrier: threading.Barrier = barrier) -> None:
-                async def main(engine: Any) -> None:
-                    async with engine.connect() as conn:
-                        await conn.execute(sa.text("SELECT 1"))
-                    barrier.wait()
-                    await run_decay(engine, DecayOptions())
-                run_async(db, main, pool=2)
+                async def main() -> None:
+                    async with open_engine(dbs.target(db), task="bench", pool_size=2) as engine:
+                        async with engine.connect() as conn:
+                            await conn.execute(sa.text("SELECT 1"))
+                        barrier.wait()
+                        await run_decay(engine, DecayOptions())
+                asyncio.run(main())
 
             threads = [threading.Thread(target=one_naive if side == "naive" else one_ours)
                        for _ in range(runs)]
@@ -201,50 +292,192 @@ def bench_race(url: URL, runs: int = 16) -> dict[str, int]:
                 out[side] = c.execute(sa.text(
                     "SELECT count(*) FROM score_history")).scalar_one() // 200
             sql.dispose()
+        finally:
+            dbs.drop(db)
     return out
+
+
+# ---------------------------------------------------------------- printing
+
+def secs(s: float) -> str:
+    return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.0f} MiB"
+
+
+def print_size(r: Result) -> None:
+    rows = r["rows"]
+    rec, dec, nv = r["recover"], r["decay"], r["naive"]
+    ours_r, ours_d = rec["ours"], dec["ours"]
+
+    def rss(r: Result) -> str:
+        return f"{mib(r['peak_rss_kib'])} (+{mib(r['peak_rss_kib'] - r['rss_ready_kib'])})"
+    print(f"\n### {rows:,} users (load average {r['load_at_start']} at start,"
+          f" {r['load_at_end']} at end; seeding {r['seed_s']:.0f} s)\n")
+    print("| job | naive | floor | crontask | crontask / floor | naive / crontask |"
+          " peak RSS (growth) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| recover: {rec['floor_rows']:,} stuck of {rows:,} conversations"
+          f" | {secs(nv['recover_s'])} | {secs(rec['floor_s'])} | {secs(ours_r['seconds'])}"
+          f" | {ours_r['seconds'] / rec['floor_s']:.2f}x"
+          f" | {nv['recover_s'] / ours_r['seconds']:.1f}x | {rss(ours_r)} |")
+    print(f"| decay: {rows:,} users (naive: {nv['decay_sample']:,} timed, scaled)"
+          f" | {secs(nv['decay_s'])} | {secs(dec['floor']['seconds'])} | {secs(ours_d['seconds'])}"
+          f" | {ours_d['seconds'] / dec['floor']['seconds']:.2f}x"
+          f" | {nv['decay_s'] / ours_d['seconds']:.1f}x"
+          f" | {rss(ours_d)} |")
+    print(f"| decay against the floor on a bare copy (no secondary index, no trigger) | |"
+          f" {secs(dec['bare']['seconds'])} | {secs(ours_d['seconds'])}"
+          f" | {ours_d['seconds'] / dec['bare']['seconds']:.2f}x | | |")
+    wal = {k: v["wal_bytes"] / rows for k, v in (("crontask", ours_d), ("floor", dec["floor"]),
+                                                  ("bare", dec["bare"]))}
+    fl, bare = dec["floor"]["parts"], dec["bare"]["parts"]
+    print(f"\ndecay: {ours_d['details'].get('chunks')} chunks"
+          f" ({ours_d['details'].get('exact_chunks')} by the skip-locked scan), longest chunk"
+          f" {ours_d['details'].get('longest_chunk_ms')} ms;"
+          f" start-up {ours_d['startup_seconds']:.2f} s."
+          f" Floor: UPDATE {fl['update']:.1f} s + INSERT {fl['insert']:.1f} s; bare: UPDATE"
+          f" {bare['update']:.1f} s + INSERT {bare['insert']:.1f} s. WAL per user: crontask"
+          f" {wal['crontask']:.0f} B, floor {wal['floor']:.0f} B, bare {wal['bare']:.0f} B.")
+    print(f"recover: {ours_r['log_lines']} log lines; start-up {ours_r['startup_seconds']:.2f} s;"
+          f" WAL {ours_r['wal_bytes'] / 1e6:.1f} MB (floor {rec['floor_wal_bytes'] / 1e6:.1f} MB).")
+    if "contended" in dec:
+        c, t = dec["contended"], dec["touches"]
+        print(f"decay under touch_user-style updates: {t['touches']:,} touches aimed at the users"
+              f" it was about to take; {t['waited_over_10ms']} waited over 10 ms; the longest"
+              f" wait {t['max_s']:.3f} s (p99 {t['p99_s'] * 1000:.1f} ms, median"
+              f" {t['median_s'] * 1000:.1f} ms). The run: {secs(c['seconds'])},"
+              f" {c['counts']['skipped_locked']} users skipped (held by a touch),"
+              f" {c['details'].get('exact_chunks')} of {c['details'].get('chunks')} chunks by the"
+              f" skip-locked scan, longest chunk (the longest any user was locked)"
+              f" {c['details'].get('longest_chunk_ms')} ms.")
+
+
+def print_growth(sizes: list[Result]) -> None:
+    if len(sizes) < 2:
+        return
+    print("\n### Growth\n")
+    print("| users | decay | per 1M users | floor | bare | recover | decay peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sizes:
+        d = r["decay"]
+        print(f"| {r['rows']:,} | {secs(d['ours']['seconds'])}"
+              f" | {secs(d['ours']['seconds'] * 1e6 / r['rows'])} | {secs(d['floor']['seconds'])}"
+              f" | {secs(d['bare']['seconds'])} | {secs(r['recover']['ours']['seconds'])}"
+              f" | {mib(d['ours']['peak_rss_kib'])} |")
+
+
+def print_process(ideal: Result | None, default: Result | None) -> None:
+    if ideal:
+        print(f"\n### process: {ideal['batch']:,} conversations, one"
+              f" {ideal['latency_s'] * 1000:.0f} ms stage\n")
+        print("| concurrency | ideal | naive (serial) | crontask (start-up apart) | % of ideal |"
+              " start-up | Python CPU | peak RSS |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in ideal["runs"]:
+            print(f"| {r['concurrency']} | {secs(r['ideal_s'])} | {secs(ideal['naive_s'])}"
+                  f" | {secs(r['seconds'])} | {r['ideal_s'] / r['seconds'] * 100:.0f}%"
+                  f" | {r['startup_seconds']:.2f} s | {r['python_cpu_seconds']:.2f} s"
+                  f" | {mib(r['peak_rss_kib'])} |")
+        print(f"\n(naive: {ideal['naive_sample']} timed serially in"
+              f" {ideal['naive_sample_s']:.1f} s, scaled)")
+    if default:
+        print(f"\n### process, default pipeline: {default['conversations']:,} conversations of"
+              f" {default['messages']} messages\n")
+        print("| concurrency | time | conversations/s | start-up | Python CPU |"
+              " load_transcript | summarise | touch_user | persist | peak RSS |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in default["runs"]:
+            st = r["stage_timings"]
+            stage = " | ".join(f"{st[s]['mean_ms']:.1f} ms" if s in st else "-" for s in
+                               ("load_transcript", "summarise", "touch_user", "persist"))
+            print(f"| {r['concurrency']} | {secs(r['seconds'])}"
+                  f" | {default['conversations'] / r['seconds']:,.0f}"
+                  f" | {r['startup_seconds']:.2f} s | {r['python_cpu_seconds']:.2f} s | {stage}"
+                  f" | {mib(r['peak_rss_kib'])} |")
+        for r in default["runs"]:
+            if r["sql"]:
+                print(f"\nServer time by statement at concurrency {r['concurrency']}"
+                      " (pg_stat_statements):")
+                for q in r["sql"]:
+                    print(f"    {q['total_ms']:>7,} ms {q['calls']:>7,} calls"
+                          f" {q['mean_ms']:7.3f} ms  {q['query']}")
+        r = default.get("profiled")
+        if r:
+            p = r["profile"]
+            print(f"\nProfile of {r['batch']:,} conversations at concurrency {r['concurrency']}"
+                  f" under cProfile (which slows Python about 2x): Python time by package:"
+                  f" {', '.join(f'{k} {v:.2f} s' for k, v in p['by_area_s'].items())}")
+            for f in p["top"]:
+                print(f"    {f['own_s']:6.2f} s own {f['cum_s']:6.2f} s cum {f['calls']:>8,}"
+                      f"  {f['function']}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--naive-sample", type=int, default=50_000,
-                    help="users the naive decay loop is timed on (scaled to --rows)")
-    ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--concurrency", type=int, default=10)
+    ap.add_argument("--sizes", default="100000,1000000",
+                    help="comma-separated user counts (default 100000,1000000)")
+    ap.add_argument("--with-10m", action="store_true", help="add 10,000,000 users")
+    ap.add_argument("--only", choices=["sizes", "process", "race"], action="append",
+                    help="run only these parts (repeatable)")
+    ap.add_argument("--naive-sample", type=int, default=20_000,
+                    help="users the naive decay loop is timed on (scaled)")
+    ap.add_argument("--contend-up-to", type=int, default=1_000_000,
+                    help="measure touch_user waits during decay up to this size")
+    ap.add_argument("--process-batch", type=int, default=1000)
+    ap.add_argument("--concurrency", default="10,50")
     ap.add_argument("--latency", type=float, default=0.05, help="stage latency, seconds")
+    ap.add_argument("--pipeline-conversations", type=int, default=10_000)
+    ap.add_argument("--pipeline-messages", type=int, default=8)
+    ap.add_argument("--profiled-conversations", type=int, default=2000)
+    ap.add_argument("--json", type=Path, help="also write every figure to this file")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.ERROR)  # the jobs log every recovered row
+    parts = set(args.only or ["sizes", "process", "race"])
+    sizes = [int(s) for s in args.sizes.split(",") if s] + ([10_000_000] if args.with_10m
+                                                            else [])
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
 
-    with server() as url:
+    results: Result = {"load_at_start": load(), "cpus": os.cpu_count()}
+    say("starting")
+    with dbs.server() as url:
+        results["server"] = dbs.settings(url)
         t0 = time.perf_counter()
-        race = bench_race(url)
-        with database(url) as db:
-            sql = sa.create_engine(db, poolclass=sa.pool.NullPool)
-            t_seed, _ = timed(lambda: seed(sql, args.rows))
-            print(f"seeded {args.rows:,} users and conversations in {t_seed:.1f}s", flush=True)
-            rec = bench_recover(db, sql)
-            dec = bench_decay(db, sql, args.rows, args.naive_sample)
-            pro = bench_process(db, sql, args.batch, args.concurrency, args.latency)
-            sql.dispose()
-        total = time.perf_counter() - t0
+        if "race" in parts:
+            say("16 simultaneous decays")
+            results["race"] = bench_race(url)
+        if "process" in parts:
+            results["process_ideal"] = bench_process_ideal(
+                url, args.process_batch, args.latency, concurrencies, naive_sample=100)
+            results["process_default"] = bench_process_default(
+                url, args.pipeline_conversations, args.pipeline_messages, concurrencies,
+                profiled=args.profiled_conversations)
+        results["sizes"] = []
+        if "sizes" in parts:
+            for rows in sizes:
+                results["sizes"].append(bench_size(url, rows, args))
+        results["total_s"] = time.perf_counter() - t0
+    results["load_at_end"] = load()
 
-    print(f"\n## crontask vs naive baseline ({args.rows:,} rows, {os.cpu_count()} CPUs)\n")
-    print("| benchmark | naive | crontask | ratio |")
-    print("|---|---:|---:|---:|")
-    print(f"| recover: {rec['rows']:,.0f} stuck of {args.rows:,} conversations "
-          f"| {rec['naive_s']:.2f} s | {rec['ours_s']:.2f} s "
-          f"| {rec['naive_s'] / rec['ours_s']:.1f}x faster |")
-    print(f"| decay: {args.rows:,} users (naive timed on {dec['naive_sample']:,.0f}: "
-          f"{dec['naive_sample_s']:.1f} s, scaled) | {dec['naive_s']:.1f} s "
-          f"| {dec['ours_s']:.1f} s | {dec['naive_s'] / dec['ours_s']:.1f}x faster |")
-    print(f"| process: {pro['batch']:.0f} conversations, {pro['latency_s'] * 1000:.0f} ms stage, "
-          f"concurrency {pro['concurrency']:.0f} (ideal {pro['ideal_s']:.2f} s) "
-          f"| {pro['naive_s']:.2f} s | {pro['ours_s']:.2f} s "
-          f"| {pro['naive_s'] / pro['ours_s']:.1f}x faster; "
-          f"{pro['ideal_s'] / pro['ours_s'] * 100:.0f}% of ideal |")
-    print(f"| 16 simultaneous decay runs: times decay applied | {race['naive']} | {race['ours']} "
-          f"| must be 1 |")
-    print(f"\nbench total {total:.0f}s (seeding included)")
+    s = results["server"]
+    print(f"\n## crontask vs PostgreSQL's floor and the naive baseline ({results['cpus']} CPUs,"
+          f" load average {results['load_at_start']} at start, {results['load_at_end']} at end)")
+    print(f"\nPostgreSQL {s['server_version']}: shared_buffers {s['shared_buffers']}, work_mem"
+          f" {s['work_mem']}, max_wal_size {s['max_wal_size']}, fsync {s['fsync']},"
+          f" synchronous_commit {s['synchronous_commit']}, full_page_writes"
+          f" {s['full_page_writes']}. Python {sys.version.split()[0]}.")
+    for r in results["sizes"]:
+        print_size(r)
+    print_growth(results["sizes"])
+    print_process(results.get("process_ideal"), results.get("process_default"))
+    if "race" in results:
+        race = results["race"]
+        print(f"\n16 simultaneous decay runs, times decay applied: naive {race['naive']},"
+              f" crontask {race['ours']} (must be 1)")
+    print(f"\nbench total {results['total_s']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -13,22 +13,32 @@ chunk of at most `chunk_size` users, each its own short transaction, walking one
 time along the index `users_decay_keyset_idx (chapter, last_interaction_at, id) WHERE
 game_status = 'active'` (keyset pagination: no OFFSET, no row set held in Python). No user row
 is locked longer than one chunk, whatever the table size, so a pipeline's `touch_user` waits
-at most that long. A user locked by someone else is skipped (`FOR NO KEY UPDATE SKIP LOCKED`)
-and counted in `skipped_locked`: decay is measured from each user's own clock, so the next run
-charges exactly the time this one did not, and a run that dies midway loses nothing either
-(the next one decays the rest, and the users it already did have nothing left to charge).
-Every chunk uses the same instant (`now` of the run's first statement), so the run means one
-moment whatever its length.
+at most that long. A user locked by someone else is skipped and counted in `skipped_locked`:
+decay is measured from each user's own clock, so the next run charges exactly the time this one
+did not, and a run that dies midway loses nothing either (the next one decays the rest, and the
+users it already did have nothing left to charge). Every chunk uses the same instant (`now` of
+the run's first statement), so the run means one moment whatever its length.
 
-**Chunk size.** 5,000 users: a chunk of the default rules writes about 30-40k rows per second
-on two cores, so one holds its locks for about 0.15 s, and the per-chunk cost (one round trip,
-planning) stays under 1% of the run at 1M users (200 chunks).
+**Two ways to take a chunk.** Normally in one pass: the keyset scan locks each row as it reads
+it (`FOR NO KEY UPDATE NOWAIT`, REPEATABLE READ), computes, updates and writes history, so
+each user is found once. That pass cannot skip a row and still know where the chunk ends, so
+when it meets someone's lock it fails at once (nothing waits), is rolled back, and the same
+chunk is taken by the exact scan instead: an unlocked page of the index, then its rows locked
+`SKIP LOCKED` (READ COMMITTED), the page's candidates minus what was locked counted as
+skipped. After a failed attempt the next 1, 2, 4 ... 64 chunks go straight to the exact scan
+(`_Contention`); `exact_chunks` in the run's result says how many did.
+
+**Chunk size.** 5,000 users: a chunk holds its locks for about 0.1-0.2 s on two cores (the
+run's result records the longest, `longest_chunk_ms`), and the per-chunk cost (three round
+trips, planning) stays under 1% of the run at 1M users (200 chunks). Each chunk commits with
+synchronous_commit off: losing one in a crash costs nothing (see CHUNK_SETTINGS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,12 +46,13 @@ from decimal import Decimal
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crontask_contract.report import RunReport, RunStatus, SkipReason
 from crontask_jobs.db import connection
 from crontask_jobs.decay_rules import CHAPTER_RULES, DEFAULT_MAX_DECAY_PER_RUN, cents
-from crontask_jobs.faults import Fault, classify
+from crontask_jobs.faults import LOCK_TIMEOUT, SERIALIZATION_FAILURE, Fault, classify
 from crontask_jobs.repositories import JobExecutionRepository
 from crontask_jobs.tasks.common import TERMINATED, execution_result, retrying, utc_now
 
@@ -61,35 +72,13 @@ class DecayOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
 
 
-# One chunk. `page` walks the keyset index without locking (it only decides where the chunk
-# ends); `locked` takes the rows of the page that still qualify, skipping (not waiting for)
-# rows another session holds: lock policy SKIP LOCKED, because a locked user is being touched
-# by a pipeline, and elapsed-time decay makes skipping exact (the next run charges it all).
-# NO KEY UPDATE, not UPDATE: decay changes no key, and the weaker lock does not block the
-# foreign-key checks (KEY SHARE on the user) of a pipeline changing the user's conversation.
-# The cents are rounded down and the clock moves by the time charged (decay_rules).
-DECAY_CHUNK: Final = sa.text("""
-WITH page AS (
-    SELECT id, last_interaction_at, relationship_score > 0 AS positive
-      FROM users
-     WHERE game_status = 'active'
-       AND chapter = :chapter
-       AND last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
-       AND (last_interaction_at, id) > (CAST(:after_t AS timestamptz), CAST(:after_id AS uuid))
-     ORDER BY last_interaction_at, id
-     LIMIT :chunk
-),
-locked AS (
-    SELECT u.ctid AS row_id, u.id, u.relationship_score, u.last_interaction_at,
-           u.last_decayed_at
-      FROM users AS u
-     WHERE u.id = ANY (ARRAY(SELECT id FROM page))
-       AND u.game_status = 'active'
-       AND u.chapter = :chapter
-       AND u.relationship_score > 0
-       AND u.last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
-       FOR NO KEY UPDATE OF u SKIP LOCKED
-),
+# What every chunk does with the users it holds (`locked`: row_id, id, relationship_score,
+# last_interaction_at, last_decayed_at): compute the charge (decay_rules' arithmetic), update
+# each row by the version it locked (a TID fetch, no index lookup), and write the history from
+# the update's RETURNING, so a history row exists only for a user this statement updated. The
+# cents are rounded down and the clock moves by the time charged (decay_rules). The run's
+# instant is turned into epoch seconds once per statement, not once per row.
+_APPLY: Final = """
 timed AS (
     SELECT row_id, id, relationship_score AS score_before, relationship_score * 100 AS score_cents,
            GREATEST(last_interaction_at + make_interval(secs => :grace_s),
@@ -98,8 +87,9 @@ timed AS (
 ),
 due AS (
     SELECT row_id, id, score_before, score_cents, start,
-           div(CAST(:rate AS numeric) * (EXTRACT(EPOCH FROM CAST(:now AS timestamptz))
-                                         - EXTRACT(EPOCH FROM start)), 36) AS due_cents
+           div(CAST(:rate AS numeric)
+               * ((SELECT EXTRACT(EPOCH FROM CAST(:now AS timestamptz)))
+                  - EXTRACT(EPOCH FROM start)), 36) AS due_cents
       FROM timed
      WHERE start < CAST(:now AS timestamptz)
 ),
@@ -135,15 +125,91 @@ history AS (
     SELECT id, score_before, score_after, 'decay', :execution_id FROM changed
     RETURNING score_before, score_after
 )
-SELECT (SELECT count(*) FROM page) AS page_rows,
-       (SELECT last_interaction_at FROM page
-         ORDER BY last_interaction_at DESC, id DESC LIMIT 1) AS last_t,
-       (SELECT id FROM page ORDER BY last_interaction_at DESC, id DESC LIMIT 1) AS last_id,
-       (SELECT count(*) FROM page WHERE positive) - (SELECT count(*) FROM locked) AS skipped,
-       (SELECT count(*) FROM history) AS decayed,
-       (SELECT count(*) FROM history WHERE score_after = 0) AS game_over,
-       (SELECT COALESCE(sum(score_before - score_after), 0) FROM history) AS points
-""")
+"""
+_TOTALS: Final = """
+CROSS JOIN (SELECT count(*) AS decayed, count(*) FILTER (WHERE score_after = 0) AS game_over,
+                   COALESCE(sum(score_before - score_after), 0) AS points
+              FROM history) AS h
+"""
+
+# A chunk, the common case: one pass along the keyset index that locks as it reads (no second
+# lookup of each user), in a REPEATABLE READ transaction, so the rows it locks are exactly the
+# versions it read and the next chunk starts after the last of them. Lock policy: NOWAIT. It
+# never waits for a row someone holds, and it never skips one silently either: a user another
+# session holds (55P03), or changed since the snapshot (40001), fails the attempt, which is
+# rolled back and the chunk is done again by DECAY_CHUNK_EXACT below, which skips and counts.
+_LOCK_AS_READ: Final = """
+WITH locked AS (
+    SELECT ctid AS row_id, id, relationship_score, last_interaction_at, last_decayed_at
+      FROM users
+     WHERE game_status = 'active'
+       AND chapter = :chapter
+       AND relationship_score > 0
+       AND last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
+       AND (last_interaction_at, id) > (CAST(:after_t AS timestamptz), CAST(:after_id AS uuid))
+     ORDER BY last_interaction_at, id
+     LIMIT :chunk
+       FOR NO KEY UPDATE NOWAIT
+),"""
+_LOCK_AS_READ_RESULT: Final = """
+SELECT l.n AS page_rows, k.last_interaction_at AS last_t, k.id AS last_id, 0 AS skipped,
+       h.decayed, h.game_over, h.points
+  FROM (SELECT count(*) AS n FROM locked) AS l
+  LEFT JOIN LATERAL (SELECT last_interaction_at, id FROM locked
+                      ORDER BY last_interaction_at DESC, id DESC LIMIT 1) AS k ON true
+"""
+# Constant fragments only: no value is ever formatted into the text.
+DECAY_CHUNK: Final = sa.text(_LOCK_AS_READ + _APPLY + _LOCK_AS_READ_RESULT + _TOTALS)
+
+# A chunk that met someone else's lock (READ COMMITTED). `page` walks the keyset index without
+# locking (it only decides where the chunk ends); `locked` takes the rows of the page that
+# still qualify, skipping (not waiting for) rows another session holds: lock policy SKIP
+# LOCKED, because a locked user is being touched by a pipeline, and elapsed-time decay makes
+# skipping exact (the next run charges it all); the page's candidates minus what was locked is
+# what was skipped. NO KEY UPDATE, not UPDATE (both statements): decay changes no key, and the
+# weaker lock does not block the foreign-key checks (KEY SHARE on the user) of a pipeline
+# changing the user's conversation.
+_SKIP_LOCKED: Final = """
+WITH page AS (
+    SELECT id, last_interaction_at, relationship_score > 0 AS positive
+      FROM users
+     WHERE game_status = 'active'
+       AND chapter = :chapter
+       AND last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
+       AND (last_interaction_at, id) > (CAST(:after_t AS timestamptz), CAST(:after_id AS uuid))
+     ORDER BY last_interaction_at, id
+     LIMIT :chunk
+),
+locked AS (
+    SELECT u.ctid AS row_id, u.id, u.relationship_score, u.last_interaction_at,
+           u.last_decayed_at
+      FROM users AS u
+     WHERE u.id = ANY (ARRAY(SELECT id FROM page))
+       AND u.game_status = 'active'
+       AND u.chapter = :chapter
+       AND u.relationship_score > 0
+       AND u.last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
+       FOR NO KEY UPDATE OF u SKIP LOCKED
+),"""
+_SKIP_LOCKED_RESULT: Final = """
+SELECT p.n AS page_rows, k.last_interaction_at AS last_t, k.id AS last_id,
+       p.positive - l.n AS skipped, h.decayed, h.game_over, h.points
+  FROM (SELECT count(*) AS n, count(*) FILTER (WHERE positive) AS positive FROM page) AS p
+ CROSS JOIN (SELECT count(*) AS n FROM locked) AS l
+  LEFT JOIN LATERAL (SELECT last_interaction_at, id FROM page
+                      ORDER BY last_interaction_at DESC, id DESC LIMIT 1) AS k ON true
+"""
+DECAY_CHUNK_EXACT: Final = sa.text(_SKIP_LOCKED + _APPLY + _SKIP_LOCKED_RESULT + _TOTALS)
+
+# First in every chunk's transaction. The history rows a chunk writes name only users it
+# updated (and holds) in the same statement, so score_history's check that they exist has
+# nothing to find (migration 0003). synchronous_commit off: a chunk lost in a crash loses
+# nothing (the next run charges those users, by their own clocks), and the run's record is
+# committed synchronously after its chunks, which makes every one of them durable first.
+CHUNK_SETTINGS: Final = sa.text(
+    "SELECT set_config('synchronous_commit', 'off', true),"
+    " set_config('crontask.score_history_users_locked', 'on', true)")
+_MET_A_LOCK: Final = frozenset({LOCK_TIMEOUT, SERIALIZATION_FAILURE})
 
 # Active users already at 0 are out of the game, whatever their chapter or grace. They are
 # found by a scan (normally there are none: decay ends the game when it reaches 0; only other
@@ -178,6 +244,10 @@ class Progress:
     points: Decimal = field(default_factory=Decimal)
     skipped: int = 0
     chunks: int = 0
+    exact_chunks: int = 0
+    """Chunks done again (or first) by the skip-and-count scan, because of someone's lock."""
+    longest_chunk_s: float = 0.0
+    """The longest chunk transaction: no user row was locked by this run for longer."""
 
     def counts(self) -> dict[str, int]:
         return {"users_decayed": self.decayed, "game_over": self.game_over,
@@ -188,15 +258,25 @@ async def decay_all(conn: AsyncConnection, options: DecayOptions, now: datetime,
                     execution_id: uuid.UUID, progress: Progress) -> None:
     """Every chunk of every chapter, then the active users at 0; one transaction each."""
     cap_cents = cents(options.max_decay_per_run)
+    contention = _Contention()
     for chapter, rule in sorted(CHAPTER_RULES.items()):
         after: tuple[Any, Any] = _FIRST_KEY
         while True:
-            async with conn.begin():
-                row = (await conn.execute(DECAY_CHUNK, {
-                    "chapter": chapter, "rate": rule.rate_per_hour,
-                    "grace_s": rule.grace.total_seconds(), "cap_cents": cap_cents,
-                    "now": now, "after_t": after[0], "after_id": after[1],
-                    "chunk": options.chunk_size, "execution_id": execution_id})).one()
+            params = {"chapter": chapter, "rate": rule.rate_per_hour,
+                      "grace_s": rule.grace.total_seconds(), "cap_cents": cap_cents, "now": now,
+                      "after_t": after[0], "after_id": after[1], "chunk": options.chunk_size,
+                      "execution_id": execution_id}
+            row = None
+            if contention.try_one_pass():
+                try:
+                    row = await _chunk(conn, DECAY_CHUNK, params, "REPEATABLE READ", progress)
+                except DBAPIError as exc:
+                    if classify(exc).reason not in _MET_A_LOCK:
+                        raise
+                contention.one_pass_done(met_a_lock=row is None)
+            if row is None:
+                row = await _chunk(conn, DECAY_CHUNK_EXACT, params, "READ COMMITTED", progress)
+                progress.exact_chunks += 1
             progress.chunks += 1
             progress.decayed += row.decayed
             progress.game_over += row.game_over
@@ -205,6 +285,7 @@ async def decay_all(conn: AsyncConnection, options: DecayOptions, now: datetime,
             if row.page_rows < options.chunk_size:
                 break
             after = (row.last_t, row.last_id)
+    await conn.execution_options(isolation_level="READ COMMITTED")
     while True:
         async with conn.begin():
             row = (await conn.execute(END_ZERO_SCORES, {"chunk": options.chunk_size})).one()
@@ -212,6 +293,41 @@ async def decay_all(conn: AsyncConnection, options: DecayOptions, now: datetime,
         if row.ended < options.chunk_size:
             progress.skipped += row.remaining - row.ended
             break
+
+
+@dataclass
+class _Contention:
+    """When to try the one-pass chunk: always, until it meets a lock; then again only after
+    1, 2, 4 ... 64 chunks by the exact scan, so steady contention (many pipelines touching
+    users) costs a failed attempt now and then, not one per chunk."""
+
+    wait: int = 0
+    backoff: int = 1
+
+    def try_one_pass(self) -> bool:
+        if self.wait == 0:
+            return True
+        self.wait -= 1
+        return False
+
+    def one_pass_done(self, *, met_a_lock: bool) -> None:
+        if met_a_lock:
+            self.wait, self.backoff = self.backoff, min(self.backoff * 2, 64)
+        else:
+            self.backoff = 1
+
+
+async def _chunk(conn: AsyncConnection, statement: sa.TextClause, params: dict[str, Any],
+                 isolation: str, progress: Progress) -> Any:
+    """One chunk in its own transaction; its length bounds how long it held any user."""
+    await conn.execution_options(isolation_level=isolation)
+    t0 = time.monotonic()
+    try:
+        async with conn.begin():
+            await conn.execute(CHUNK_SETTINGS)
+            return (await conn.execute(statement, params)).one()
+    finally:
+        progress.longest_chunk_s = max(progress.longest_chunk_s, time.monotonic() - t0)
 
 
 async def run_decay(engine: AsyncEngine, options: DecayOptions,
@@ -270,6 +386,8 @@ async def _decay_locked(engine: AsyncEngine, conn: AsyncConnection, options: Dec
         fault = classify(exc)
     report = _report(execution_id, started, progress, fault)
     details = {"points_decayed_exact": str(progress.points), "chunks": progress.chunks,
+               "exact_chunks": progress.exact_chunks,
+               "longest_chunk_ms": round(progress.longest_chunk_s * 1000, 1),
                "max_decay_per_run": str(options.max_decay_per_run),
                "decayed_at": at.astimezone(UTC).isoformat()}
 

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
@@ -39,6 +40,7 @@ from crontask_jobs.messages import safe_text
 from crontask_jobs.pipeline.engine import (
     Claim,
     ConversationOutcome,
+    driver_of,
     resolve_timeouts,
     run_conversation,
 )
@@ -77,19 +79,21 @@ class ProcessOptions:
 # Lock policy: SKIP LOCKED. A row another run is claiming (or a pipeline holds) is simply not
 # ours to take; the next row will do, and the skipped one stays eligible. NO KEY UPDATE (no key
 # changes) leaves foreign-key checks alone: a message being added to it is not blocked.
-CLAIM_ONE: Final = sa.text("""
+# Sent to the driver directly (psycopg placeholders), as the pipeline engine's own statements
+# are: it runs once per conversation, and SQLAlchemy's execute costs several times the driver's.
+CLAIM_ONE: Final = """
 WITH picked AS (
     SELECT id
       FROM conversations
      WHERE status = 'active'
-       AND last_message_at < now() - :idle_after
+       AND last_message_at < now() - %(idle_after)s
      ORDER BY last_message_at
      LIMIT 1
        FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE conversations AS c
    SET status = 'processing',
-       claimed_by = :owner,
+       claimed_by = %(owner)s,
        processing_started_at = now(),
        updated_at = now(),
        attempts = c.attempts + 1,
@@ -97,12 +101,12 @@ UPDATE conversations AS c
   FROM picked
  WHERE c.id = picked.id
 RETURNING c.id, c.user_id, c.last_message_at
-""")
+"""
 # Lock policy: waits, bounded by the session's lock_timeout (5 s), for other claimers' claim
 # transactions, which last milliseconds; a claimer frozen inside one is disconnected by
 # idle_in_transaction_session_timeout.
-LOCK_CLAIMS: Final = sa.text("SELECT pg_advisory_xact_lock(:k)")
-COUNT_IN_FLIGHT: Final = sa.text("SELECT count(*) FROM conversations WHERE status = 'processing'")
+LOCK_CLAIMS: Final = "SELECT pg_advisory_xact_lock(%(k)s)"
+COUNT_IN_FLIGHT: Final = "SELECT count(*) FROM conversations WHERE status = 'processing'"
 COUNT_ELIGIBLE: Final = sa.text(
     "SELECT count(*) FROM conversations"
     " WHERE status = 'active' AND last_message_at < now() - :idle_after"
@@ -137,18 +141,29 @@ FINAL_STATES: Final = sa.text(
 
 async def claim_one(conn: AsyncConnection, owner: uuid.UUID,
                     options: ProcessOptions) -> Claim | None:
-    """Claim the oldest eligible conversation, or None (nothing eligible, or the cap is met)."""
-    async with conn.begin():
-        if options.max_in_flight is not None:
-            await conn.execute(LOCK_CLAIMS, {"k": CLAIM_LOCK_KEY})
-            in_flight = (await conn.execute(COUNT_IN_FLIGHT)).scalar_one()
+    """Claim the oldest eligible conversation, or None (nothing eligible, or the cap is met).
+    Committed before it returns: one statement in autocommit, or with --max-in-flight one
+    transaction that counts under the claim lock first."""
+    driver = await driver_of(conn)
+    params = {"idle_after": options.idle_after, "owner": owner}
+    if options.max_in_flight is None:
+        await driver.set_autocommit(True)
+        try:
+            row = await (await driver.execute(CLAIM_ONE, params)).fetchone()
+        finally:
+            if not driver.closed:
+                await driver.set_autocommit(False)
+    else:
+        async with driver.transaction():
+            await driver.execute(LOCK_CLAIMS, {"k": CLAIM_LOCK_KEY})
+            counted = await (await driver.execute(COUNT_IN_FLIGHT)).fetchone()
+            in_flight = counted[0] if counted else 0
             if in_flight >= options.max_in_flight:
                 log.info("max-in-flight %d reached (%d processing): a pipeline slot stops",
                          options.max_in_flight, in_flight)
                 return None
-        row = (await conn.execute(CLAIM_ONE, {"idle_after": options.idle_after,
-                                              "owner": owner})).first()
-    return None if row is None else Claim(row.id, row.user_id, row.last_message_at)
+            row = await (await driver.execute(CLAIM_ONE, params)).fetchone()
+    return None if row is None else Claim(row[0], row[1], row[2])
 
 
 @dataclass
@@ -168,27 +183,51 @@ class _Run:
     """Workers that stopped because the batch or the queue ran out (not because of a fault)."""
 
     async def worker(self) -> None:
-        while self.budget > 0:
-            self.budget -= 1  # reserved before the first await: no two workers take one slot
-            try:
-                async with connection(self.engine) as conn:
+        """Claim, run, repeat, on one connection held for the slot's life (a new one only
+        after a conversation's connection failed)."""
+        held: AsyncExitStack | None = None
+        conn: AsyncConnection | None = None
+        try:
+            while self.budget > 0:
+                self.budget -= 1  # reserved before the first await: no two workers take one
+                try:
+                    if held is None or conn is None:
+                        held = AsyncExitStack()
+                        conn = await held.enter_async_context(connection(self.engine))
                     claim = await claim_one(conn, self.owner, self.options)
                     if claim is None:
                         self.budget += 1
                         break
                     self.claimed.add(claim.conversation_id)
-                    self.outcomes.append(await run_conversation(
-                        conn, claim, self.stages, self.timeouts, self.owner))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connecting or claiming failed: this slot stops
-                self.budget += 1
-                fault = classify(exc)
-                self.worker_faults.append(fault)
-                log.warning("process: a pipeline slot stops: %s: %s", fault.reason,
-                            fault.message)
-                return
-        self.workers_finished += 1
+                    outcome = await run_conversation(conn, claim, self.stages, self.timeouts,
+                                                     self.owner)
+                    self.outcomes.append(outcome)
+                    if outcome.outcome == "unresolved" or conn.invalidated:
+                        await _discard(held, conn)
+                        held = conn = None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # connecting or claiming failed: this slot stops
+                    self.budget += 1
+                    fault = classify(exc)
+                    self.worker_faults.append(fault)
+                    log.warning("process: a pipeline slot stops: %s: %s", fault.reason,
+                                fault.message)
+                    return
+            self.workers_finished += 1
+        finally:
+            if held is not None:
+                await held.aclose()
+
+
+async def _discard(held: AsyncExitStack, conn: AsyncConnection) -> None:
+    """After a connection fault: have the pool drop the connection rather than reuse it."""
+    try:
+        if not conn.invalidated:
+            await conn.invalidate()
+        await held.aclose()
+    except Exception as exc:  # a broken connection may fail even to close
+        log.debug("closing a pipeline connection: %s", type(exc).__name__)
 
 
 def build_counts(claimed: int, deferred: int, outcomes: Sequence[ConversationOutcome],

@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,6 +39,8 @@ JOB_NAME: Final = "recover"
 DEFAULT_STALE_AFTER: Final = timedelta(minutes=30)
 DEFAULT_ABANDONED_AFTER: Final = timedelta(hours=2)
 MAX_RESULT_IDS: Final = 100
+IDS_PER_LOG_LINE: Final = 40
+"""40 ids of 36 characters and the line's own text stay under the log's 2,000 characters."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,12 @@ class RecoverOptions:
     abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER
 
 
-# Lock policy: SKIP LOCKED (see the module's docstring).
+# Lock policy: SKIP LOCKED (see the module's docstring). Each row is updated by the version
+# it locked (its ctid: a TID fetch), not looked up again by id, which the planner would do
+# with a hash join over the whole table once it expects thousands of stuck rows.
 RECOVER_CONVERSATIONS: Final = sa.text("""
 WITH stuck AS (
-    SELECT id
+    SELECT ctid AS row_id, id
       FROM conversations
      WHERE status = 'processing'
        AND updated_at < now() - :stale_after
@@ -60,8 +65,9 @@ UPDATE conversations AS c
        failure_reason = :reason,
        updated_at = now()
   FROM stuck
- WHERE c.id = stuck.id
-RETURNING c.id, c.user_id, c.claimed_by, c.processing_started_at
+ WHERE c.ctid = stuck.row_id
+   AND c.id = stuck.id
+RETURNING c.id, c.claimed_by
 """)
 # No lock: what is still stuck after the UPDATE above (in the same transaction, so with the
 # same now()) is exactly what it skipped because another session held it.
@@ -121,9 +127,7 @@ async def _recover(conn: AsyncConnection, options: RecoverOptions, execution_id:
         "reason": reason, "stale_after": options.stale_after})).all()
     skipped = (await conn.execute(COUNT_STILL_STUCK,
                                   {"stale_after": options.stale_after})).scalar_one()
-    for row in recovered:
-        log.warning("recovered stuck conversation %s (user %s, claimed by execution %s at %s)",
-                    row.id, row.user_id, row.claimed_by, row.processing_started_at)
+    log_recovered(recovered)
     if skipped:
         log.warning("recover: %d stuck conversation(s) skipped: another session holds their "
                     "row lock (the next run takes them if they are still stuck)", skipped)
@@ -148,6 +152,29 @@ async def _recover(conn: AsyncConnection, options: RecoverOptions, execution_id:
     log.info("recover: %d conversation(s) recovered, %d skipped (locked), %d execution(s) "
              "abandoned", len(recovered), skipped + abandoned_skipped, len(abandoned))
     return report
+
+
+def log_lines(recovered: Sequence[Any], per_line: int = IDS_PER_LOG_LINE) -> list[str]:
+    """Every recovered conversation, named in a few lines: grouped by the execution that
+    claimed it, at most `per_line` ids a line (one line per conversation, at 10,000 stuck,
+    cost more than the recovery itself). Pure."""
+    by_owner: dict[str, list[str]] = {}
+    for row in recovered:
+        by_owner.setdefault(str(row.claimed_by), []).append(str(row.id))
+    lines, done, total = [], 0, len(recovered)
+    for owner, ids in by_owner.items():
+        for at in range(0, len(ids), per_line):
+            part = ids[at:at + per_line]
+            lines.append(f"recovered {len(part)} stuck conversation(s) claimed by execution"
+                         f" {owner} ({done + 1}-{done + len(part)} of {total}):"
+                         f" {', '.join(part)}")
+            done += len(part)
+    return lines
+
+
+def log_recovered(recovered: Sequence[Any]) -> None:
+    for line in log_lines(recovered):
+        log.warning("%s", line)
 
 
 async def _failed(engine: AsyncEngine, execution_id: uuid.UUID, started: str,

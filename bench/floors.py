@@ -1,0 +1,148 @@
+"""PostgreSQL's own floor for each job's writes, on the same schema and rows.
+
+- recover: one UPDATE of the stuck conversations.
+- decay: the very values a decay run wrote (copied from its database: each user's new score,
+  clock and status, and its history row) written the simplest way, one UPDATE of the users
+  plus one INSERT of the history, in one transaction; on the migrated schema (its indexes and
+  triggers), and on a bare copy of users and score_history (same columns, checks, storage
+  parameters and rows in the same physical order; primary keys only: no secondary index, no
+  trigger). Both get a generous work_mem so the join is not starved; the schema floor says
+  what decay's chunks say, that the history rows name users the same transaction updated
+  (migration 0003), since that is true of it too. The written state is compared with decay's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import dbs
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+STALE_REASON = "stuck in processing for more than 30m"
+RECOVER_FLOOR = """
+UPDATE conversations
+   SET status = 'failed', failure_reason = %(reason)s, updated_at = now()
+ WHERE status = 'processing' AND updated_at < now() - interval '30 minutes'
+"""
+
+OUTCOME_TABLE = """
+CREATE UNLOGGED TABLE bench_outcome (
+    user_id uuid, score_before numeric(5,2), score_after numeric(5,2),
+    decayed_until timestamptz, game_status text, execution_id uuid)
+"""
+OUTCOME = """
+COPY (SELECT h.user_id, h.score_before, h.score_after, u.last_decayed_at, u.game_status,
+             h.execution_id
+        FROM score_history AS h JOIN users AS u ON u.id = h.user_id) TO STDOUT (FORMAT BINARY)
+"""
+FLOOR_UPDATE = """
+UPDATE {users} AS u
+   SET relationship_score = o.score_after, last_decayed_at = o.decayed_until,
+       game_status = o.game_status, updated_at = now()
+  FROM bench_outcome AS o
+ WHERE u.id = o.user_id
+"""
+FLOOR_INSERT = """
+INSERT INTO {history} (user_id, score_before, score_after, reason, execution_id)
+SELECT user_id, score_before, score_after, 'decay', execution_id FROM bench_outcome
+"""
+BARE = [
+    "CREATE TABLE users_bare (LIKE users INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
+    " INCLUDING STORAGE) WITH ({options})",
+    "INSERT INTO users_bare SELECT * FROM users ORDER BY ctid",
+    "ALTER TABLE users_bare ADD PRIMARY KEY (id)",
+    "CREATE TABLE score_history_bare (LIKE score_history INCLUDING DEFAULTS INCLUDING IDENTITY"
+    " INCLUDING CONSTRAINTS INCLUDING STORAGE)",
+    "ALTER TABLE score_history_bare ADD PRIMARY KEY (id)",
+    "VACUUM ANALYZE users_bare",
+]
+USERS_FINGERPRINT = """
+SELECT count(*), sum(hashtext(id::text || ':' || relationship_score::text || ':'
+                              || coalesce(last_decayed_at::text, '-') || ':' || game_status))
+  FROM {users}
+"""
+HISTORY_FINGERPRINT = """
+SELECT count(*), sum(hashtext(user_id::text || ':' || score_before::text || ':'
+                              || score_after::text || ':' || coalesce(execution_id::text, '-')))
+  FROM {history}
+"""
+
+
+@dataclass(frozen=True)
+class Floor:
+    seconds: float
+    rows: int
+    wal_bytes: int
+    parts: dict[str, float]
+
+
+def conninfo(db: URL) -> str:
+    return db.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def recover_floor(db: URL) -> Floor:
+    wal0 = dbs.wal_lsn(db)
+    with psycopg.connect(conninfo(db)) as conn:
+        t0 = time.perf_counter()
+        rows = conn.execute(RECOVER_FLOOR, {"reason": STALE_REASON}).rowcount
+        conn.commit()
+        seconds = time.perf_counter() - t0
+    return Floor(seconds, rows, dbs.wal_lsn(db) - wal0, {})
+
+
+def copy_outcome(source: URL, dest: URL) -> int:
+    """Decay's writes, from the database it ran in into `bench_outcome` of another."""
+    with psycopg.connect(conninfo(source)) as src, psycopg.connect(conninfo(dest)) as dst:
+        dst.execute(OUTCOME_TABLE)
+        with src.cursor().copy(OUTCOME) as out, dst.cursor().copy(
+                "COPY bench_outcome FROM STDIN (FORMAT BINARY)") as into:
+            for block in out:
+                into.write(block)
+        dst.commit()
+        dst.autocommit = True
+        dst.execute("VACUUM ANALYZE bench_outcome")
+        return int(dst.execute("SELECT count(*) FROM bench_outcome").fetchone()[0])
+
+
+def make_bare(db: URL) -> None:
+    with psycopg.connect(conninfo(db), autocommit=True) as conn:
+        options = conn.execute("SELECT array_to_string(reloptions, ', ') FROM pg_class"
+                               " WHERE oid = 'users'::regclass").fetchone()
+        storage = (options[0] if options and options[0] else "fillfactor = 100")
+        for statement in BARE:
+            conn.execute(statement.format(options=storage))
+
+
+def decay_floor(db: URL, *, bare: bool) -> Floor:
+    users, history = ("users_bare", "score_history_bare") if bare else ("users", "score_history")
+    dbs.checkpoint(db)
+    wal0 = dbs.wal_lsn(db)
+    with psycopg.connect(conninfo(db)) as conn:
+        t0 = time.perf_counter()
+        conn.execute("SET LOCAL work_mem = '512MB'")
+        if not bare:
+            conn.execute("SET LOCAL crontask.score_history_users_locked = on")
+        updated = conn.execute(FLOOR_UPDATE.format(users=users)).rowcount
+        t1 = time.perf_counter()
+        inserted = conn.execute(FLOOR_INSERT.format(history=history)).rowcount
+        t2 = time.perf_counter()
+        conn.commit()
+        t3 = time.perf_counter()
+    assert updated == inserted, (updated, inserted)
+    return Floor(t3 - t0, inserted, dbs.wal_lsn(db) - wal0,
+                 {"update": t1 - t0, "insert": t2 - t1, "commit": t3 - t2})
+
+
+def fingerprint(db: URL, *, bare: bool = False) -> tuple[object, ...]:
+    users, history = ("users_bare", "score_history_bare") if bare else ("users", "score_history")
+    e = dbs.engine(db)
+    try:
+        with e.connect() as c:
+            u = tuple(c.execute(sa.text(USERS_FINGERPRINT.format(users=users))).one())
+            h = tuple(c.execute(sa.text(HISTORY_FINGERPRINT.format(history=history))).one())
+    finally:
+        e.dispose()
+    return u + h
