@@ -62,6 +62,7 @@ psql "$DATABASE_URL" -c "SELECT job_name, status, completed_at - started_at AS t
   jsonb_path_query_first(result, '$.stage_errors') AS stage_errors FROM job_executions ORDER BY started_at"
 
 echo
+cluster=${DEMO_CLUSTER:-hack/cluster/cluster.sh}
 echo "The cluster is still up. Look around with:"
-echo "  hack/cluster/cluster.sh exec -- kubectl get ct -n $ns"
-echo "and take it down with: hack/cluster/cluster.sh down"
+echo "  $cluster exec -- kubectl get ct -n $ns"
+echo "and take it down with: $cluster down"

@@ -6,6 +6,8 @@
 #   hack/images.sh pause     only the pause (sandbox) image archive
 #   hack/images.sh base      only the Debian base image
 #   hack/images.sh import    (re)import every built archive into containerd
+#   hack/images.sh project   only the jobs and operator image archives (the kind backend
+#                            loads them with `kind load image-archive`)
 #   hack/images.sh names     print NAME=REF lines for the images
 #
 # How: debootstrap a Debian bookworm rootfs (minbase + python3, python3-venv), cached
@@ -48,13 +50,7 @@ full_ref() {
   echo "$r"
 }
 
-mirror() {
-  if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
-  local m
-  m=$(grep -rhoE '(URIs:|deb)\s+https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-      | awk '{print $2}' | head -1 || true)
-  echo "${m:-http://deb.debian.org/debian}"
-}
+mirror() { debian_mirror; }
 
 have_image() { local l; l="$(bah images --noheading --format '{{.Name}}:{{.Tag}}' 2>/dev/null || true)"; grep -qxF "$1" <<<"$l"; }
 
@@ -238,12 +234,13 @@ main() {
     pause) phase_begin "pause image"; build_pause; phase_end ;;
     base) phase_begin "base image"; build_base; phase_end ;;
     import) phase_begin "import"; import_all; phase_end ;;
+    project) phase_begin "jobs + operator images"; build_project_images; phase_end ;;
     all)
       phase_begin "pause image"; build_pause; phase_end
       phase_begin "jobs + operator images"; build_project_images; phase_end
       phase_begin "import into containerd"; import_all; phase_end
       ;;
-    *) die "usage: $0 [all|pause|base|import|names]" ;;
+    *) die "usage: $0 [all|pause|base|import|project|names]" ;;
   esac
   phase_summary
 }

@@ -83,6 +83,15 @@ monitoring_crds_dir() {
   echo "${CRONTASK_CACHE}/schemas/prometheus-operator-${PROMETHEUS_OPERATOR_VERSION}"
 }
 
+# debian_mirror: DEBIAN_MIRROR, else the first Debian URI of the host's apt sources.
+debian_mirror() {
+  if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
+  local m
+  m=$(grep -rhoE '(URIs:|deb)\s+https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+      | awk '{print $2}' | head -1 || true)
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
 # sha256 of stdin, short
 short_hash() { sha256sum | cut -c1-16; }
 

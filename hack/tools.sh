@@ -9,12 +9,13 @@
 #                            alerting-rule and template checks; no Kubernetes build)
 #   hack/tools.sh path       print the bin dir (put it on PATH)
 #   hack/tools.sh versions   print the versions of the built binaries
+#   hack/tools.sh etcd V DIR [etcdutl]   etcd V (+ etcdctl, etcdutl) into DIR (kind's etcd image)
 #
 # Binaries: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
-# kubectl (k8s.io/kubernetes ${K8S_VERSION}), etcd + etcdctl (${ETCD_VERSION}), helm
-# (${HELM_VERSION}), promtool (github.com/prometheus/prometheus ${PROMETHEUS_VERSION}, built
-# with the remove_all_sd tag: rule checks need no service discovery). Everything lives under
-# ${CRONTASK_CACHE:-/var/cache/crontask}:
+# kubectl, kubeadm (k8s.io/kubernetes ${K8S_VERSION}; kubeadm for the kind node image), etcd +
+# etcdctl (${ETCD_VERSION}), helm (${HELM_VERSION}), promtool (github.com/prometheus/prometheus
+# ${PROMETHEUS_VERSION}, built with the remove_all_sd tag: rule checks need no service
+# discovery). Everything lives under ${CRONTASK_CACHE:-/var/cache/crontask}:
 #   gomod/ (GOMODCACHE)  gocache/ (GOCACHE)  src/ (generated wrapper modules)
 #   bin/k8s-<v>_etcd-<v>_helm-<v>_go<v>/  (the binaries; promtool's version in .promtool.stamp)
 #   schemas/prometheus-operator-<v>/  (the ServiceMonitor and PrometheusRule CRDs, copied from
@@ -31,7 +32,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 go_env
 
-K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm)
 APT_PACKAGES=(containerd runc buildah debootstrap containernetworking-plugins iptables
   iproute2 conntrack socat openssl curl util-linux ebtables postgresql gcc libc6-dev python3-venv python3-pip)
 
@@ -152,33 +153,41 @@ build_k8s() {
   echo "${K8S_VERSION}" > "$stamp"
 }
 
+# build_etcd [VERSION DIR [EXTRA_CMD...]]: etcd + etcdctl (and e.g. etcdutl) of VERSION into
+# DIR (default: the pinned tools version into the tools bin dir). The kind node image's etcd
+# image uses it for the version kubeadm pairs with Kubernetes.
 build_etcd() {
-  local stamp="$BIN_DIR/.etcd.stamp"
-  if [ -x "$BIN_DIR/etcd" ] && [ -x "$BIN_DIR/etcdctl" ] && [ -f "$stamp" ]; then
-    log "etcd ${ETCD_VERSION}: cached in $BIN_DIR"; return 0
+  local ver="${1:-$ETCD_VERSION}" dir="${2:-$BIN_DIR}"; shift 2 2>/dev/null || shift $#
+  local extra=("$@") stamp="${dir}/.etcd.stamp" c ok=1
+  for c in etcd etcdctl "${extra[@]}"; do [ -x "$dir/$c" ] || ok=0; done
+  if [ "$ok" = 1 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$ver" ]; then
+    log "etcd ${ver}: cached in $dir"; return 0
   fi
-  local sgomod cgomod src reps
-  sgomod="$(module_gomod "go.etcd.io/etcd/server/v3@${ETCD_VERSION}")"
-  cgomod="$(module_gomod "go.etcd.io/etcd/etcdctl/v3@${ETCD_VERSION}")"
-  src="${CRONTASK_CACHE}/src/etcd-${ETCD_VERSION}"
-  reps="$( { gen_replaces "$sgomod" "$ETCD_VERSION"; gen_replaces "$cgomod" "$ETCD_VERSION"; } | sort -u)"
-  write_wrapper "$src" "$(awk '$1=="go"{print $2; exit}' "$sgomod")" "" \
-    "	go.etcd.io/etcd/server/v3 ${ETCD_VERSION}
-	go.etcd.io/etcd/etcdctl/v3 ${ETCD_VERSION}
-" "$reps
-" "	go.etcd.io/etcd/server/v3
-	go.etcd.io/etcd/etcdctl/v3
+  local mods=(server etcdctl "${extra[@]}") m gomods=() src reps requires="" tools=""
+  for m in "${mods[@]}"; do
+    gomods+=("$(module_gomod "go.etcd.io/etcd/${m}/v3@${ver}")")
+    requires+="	go.etcd.io/etcd/${m}/v3 ${ver}
 "
+    tools+="	go.etcd.io/etcd/${m}/v3
+"
+  done
+  src="${CRONTASK_CACHE}/src/etcd-${ver}"
+  [ "${#extra[@]}" -eq 0 ] || src+="-$(IFS=-; echo "${extra[*]}")"
+  reps="$(for m in "${gomods[@]}"; do gen_replaces "$m" "$ver"; done | sort -u)"
+  write_wrapper "$src" "$(awk '$1=="go"{print $2; exit}' "${gomods[0]}")" "" "$requires" "$reps
+" "$tools"
   (
     cd "$src"
-    if [ ! -s go.sum ]; then run_ticking "go mod tidy (etcd)" go mod tidy; fi
-    local tmp="$BIN_DIR.tmp-etcd" ld="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}"
+    if [ ! -s go.sum ]; then run_ticking "go mod tidy (etcd ${ver})" go mod tidy; fi
+    local tmp="$dir.tmp-etcd" ld="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ver}"
     rm -rf "$tmp"; mkdir -p "$tmp"
-    run_ticking "go build etcd" go build -trimpath -ldflags "$ld" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
-    run_ticking "go build etcdctl" go build -trimpath -ldflags "$ld" -o "$tmp/etcdctl" go.etcd.io/etcd/etcdctl/v3
-    mkdir -p "$BIN_DIR"; mv -f "$tmp/etcd" "$tmp/etcdctl" "$BIN_DIR/"; rmdir "$tmp"
+    for m in "${mods[@]}"; do
+      c="$m"; [ "$m" = server ] && c=etcd
+      run_ticking "go build $c ${ver}" go build -trimpath -ldflags "$ld" -o "$tmp/$c" "go.etcd.io/etcd/${m}/v3"
+    done
+    mkdir -p "$dir"; mv -f "$tmp"/* "$dir/"; rmdir "$tmp"
   )
-  echo "${ETCD_VERSION}" > "$stamp"
+  echo "${ver}" > "$stamp"
 }
 
 build_helm() {
@@ -241,6 +250,9 @@ main() {
   local cmd="${1:-all}"
   case "$cmd" in
     path) echo "$BIN_DIR"; return 0 ;;
+    etcd)  # etcd VERSION DIR [EXTRA_CMD...]: one more etcd version (the kind node's etcd image)
+      [ "$#" -ge 3 ] || die "usage: $0 etcd VERSION DIR [etcdutl]"
+      take_lock tools; shift; build_etcd "$@"; return 0 ;;
     versions) versions; return 0 ;;
     apt) take_lock tools; phase_begin "apt packages"; apt_install; phase_end ;;
     monitoring)

@@ -47,6 +47,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/lib.sh
 source "$HERE/../lib.sh"
+# shellcheck source=hack/cluster/netns-postgres.sh
+source "$HERE/netns-postgres.sh"
 
 NETNS="${CRONTASK_NETNS:-crontask}"
 NETNS_PATH="/run/netns/${NETNS}"
@@ -58,7 +60,6 @@ POD_CIDR="${CRONTASK_POD_CIDR:-10.200.0.0/24}"
 POD_GW="${POD_CIDR%.*}.1"
 SERVICE_CIDR="${CRONTASK_SERVICE_CIDR:-10.201.0.0/24}"
 KUBERNETES_SVC_IP="${SERVICE_CIDR%.*}.1"
-PG_PORT=5432
 PAUSE_IMAGE="${CRONTASK_PAUSE_IMAGE:-localhost/crontask-pause:3.10.1}"
 # Derived from the netns name, so that clusters with different CRONTASK_NETNS and
 # CRONTASK_CLUSTER_STATE can run side by side without touching each other's pods.
@@ -339,25 +340,10 @@ start_etcd() {
   wait_for etcd "etcd /health" in_ns etcdctl --endpoints http://127.0.0.1:2379 endpoint health
 }
 
-# The API server's audit log: requests made by ServiceAccounts outside kube-system (the
-# operator under test), so a test can derive the RBAC rules the operator really uses. CronJob
-# writes are logged with their request body (owner references decide a finalizers rule).
+# The API server's audit log (policy in audit-policy.yaml, which the kind backend uses too), so
+# a test can derive the RBAC rules the operator really uses.
 write_audit_policy() {
-  write_if_changed "$STATE/audit-policy.yaml" <<EOF
-apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: [RequestReceived]
-rules:
-- level: None
-  userGroups: ["system:serviceaccounts:kube-system"]
-- level: Request
-  userGroups: ["system:serviceaccounts"]
-  verbs: ["create", "update", "patch"]
-  resources: [{group: batch, resources: [cronjobs]}]
-- level: Metadata
-  userGroups: ["system:serviceaccounts"]
-- level: None
-EOF
+  write_if_changed "$STATE/audit-policy.yaml" < "$HERE/audit-policy.yaml"
 }
 
 start_apiserver() {
@@ -506,55 +492,12 @@ node_ready() {
 
 default_sa_ready() { kc -n default get serviceaccount default; }
 
-# ---- PostgreSQL ------------------------------------------------------------------------------
-pg() { runuser -u postgres -- "$@"; }
-
+# ---- PostgreSQL (hack/cluster/netns-postgres.sh) ------------------------------------------------
 start_postgres() {
-  local data="$STATE/postgres/data" sock="$STATE/postgres/run" pw
-  mkdir -p "$STATE/postgres/run"
-  chown postgres:postgres "$STATE/postgres" "$STATE/postgres/run"
-  chmod 755 "$STATE/postgres"   # the socket dir must be reachable; data/ stays 700
-  if [ ! -s "$data/PG_VERSION" ]; then
-    pw="$(openssl rand -hex 16)"
-    ( umask 077; printf '%s\n' "$pw" > "$STATE/postgres/password" )
-    pg "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=peer --auth-host=scram-sha-256 \
-      --encoding=UTF8 --locale=C.UTF-8 >> "$LOGS/postgres-init.log" 2>&1 \
-      || fail_component postgres-init "initdb failed"
-    cat >> "$data/pg_hba.conf" <<EOF
-# crontask local cluster: pods and the node reach it over the netns only
-host all all ${POD_CIDR} scram-sha-256
-host all all ${NODE_IP}/32 scram-sha-256
-EOF
-    cat >> "$data/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1,${NODE_IP}'
-port = ${PG_PORT}
-unix_socket_directories = '${sock}'
-password_encryption = scram-sha-256
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-logging_collector = off
-EOF
-  fi
-  touch "$LOGS/postgres.log"; chown postgres:postgres "$LOGS/postgres.log"
-  if ! in_ns runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    in_ns runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$LOGS/postgres.log" -w -t 60 start \
-      >/dev/null 2>&1 9>&- || fail_component postgres "pg_ctl start failed"
-  fi
-  head -1 "$data/postmaster.pid" > "$RUN/postgres.pid"
-  pw="$(cat "$STATE/postgres/password")"
-  if ! in_ns runuser -u postgres -- psql -h "$sock" -p "$PG_PORT" -d postgres -tAc \
-      "SELECT 1 FROM pg_roles WHERE rolname='crontask'" | grep -q 1; then
-    in_ns runuser -u postgres -- psql -v ON_ERROR_STOP=1 -q -h "$sock" -p "$PG_PORT" -d postgres \
-      -c "CREATE ROLE crontask LOGIN CREATEDB PASSWORD '${pw}'" \
-      -c "CREATE DATABASE crontask OWNER crontask" >> "$LOGS/postgres-init.log" 2>&1 \
-      || fail_component postgres-init "creating role/database failed"
-  fi
-  echo "postgresql://crontask:${pw}@${NODE_IP}:${PG_PORT}/crontask" > "$STATE/database-url"
-  chmod 600 "$STATE/database-url"
-  # check the URL works over TCP with the password (scram), inside the netns
-  wait_for postgres "scram login as crontask" in_ns env PGPASSWORD="$pw" \
-    psql -h "$NODE_IP" -p "$PG_PORT" -U crontask -d crontask -tAc 'select 1'
+  netns_pg_start "$NETNS_PATH" "$STATE/postgres" "$LOGS" "$NODE_IP" "$POD_CIDR" "${NODE_IP}/32" \
+    || fail_component postgres "PostgreSQL did not start (see $LOGS/postgres-init.log)"
+  head -1 "$STATE/postgres/data/postmaster.pid" > "$RUN/postgres.pid"
+  install -m 600 "$STATE/postgres/database-url" "$STATE/database-url"
 }
 
 write_env() {

@@ -9,19 +9,21 @@
 #   $CRONTASK_E2E_EXEC pytest -m e2e tests/e2e
 #
 # CRONTASK_E2E_BACKEND:
-#   local       (default unless kind works) hack/tools.sh + hack/images.sh +
-#               hack/cluster/cluster.sh up: a real node in a network namespace here.
-#               Commands must run through `hack/cluster/cluster.sh exec --`.
-#   kind        `kind create cluster` (name $KIND_CLUSTER_NAME, default crontask-e2e),
-#               images built with `docker build` and loaded with `kind load docker-image`.
-#               Needs a working `docker info` and node images from a registry.
+#   local       hack/tools.sh + hack/images.sh + hack/cluster/cluster.sh up: a real node built
+#               from upstream binaries, in a network namespace here.
+#   kind        hack/kind/cluster.sh up: a kind cluster on Debian's Docker engine, run by the
+#               project in a network namespace of its own, every image built here (no
+#               registry). PostgreSQL runs in that namespace too.
 #   kubeconfig  an existing cluster: KUBECONFIG must be set, images must already be
-#               available to its nodes (CRONTASK_JOBS_IMAGE / CRONTASK_OPERATOR_IMAGE).
-#   For kind and kubeconfig, DATABASE_URL (reachable from the pods) may be given;
-#   otherwise a throwaway PostgreSQL ($CRONTASK_E2E_POSTGRES_IMAGE, default postgres:15)
-#   is deployed in namespace crontask-e2e-db and its in-cluster URL is exported (pods
-#   can use it; a test process outside the cluster cannot). These two backends are
-#   untested on the build machine, which has neither a Docker engine nor a registry.
+#               available to its nodes (CRONTASK_JOBS_IMAGE / CRONTASK_OPERATOR_IMAGE), and
+#               DATABASE_URL should name a PostgreSQL its pods reach; without it a throwaway
+#               PostgreSQL ($CRONTASK_E2E_POSTGRES_IMAGE, default postgres:15, pulled by the
+#               cluster) is deployed in namespace crontask-e2e-db and its in-cluster URL
+#               exported (pods can use it; a test process outside the cluster cannot).
+#   Unset: kind when this host has a Docker engine of its own (`docker info` answers) and a
+#   `kind` on PATH, the tools of a user who runs kind; local otherwise. (The kind backend
+#   never uses that engine: it starts its own, isolated one.)
+#   `hack/cluster/e2e-env.sh --backend` prints the choice and starts nothing.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/lib.sh
@@ -39,9 +41,9 @@ default_backend() {
   fi
 }
 
-# deploy_postgres KUBECONFIG: a throwaway PostgreSQL in the cluster (for kind/kubeconfig
-# when DATABASE_URL is not given); prints the in-cluster DATABASE_URL. Untested on the
-# build machine (it has no Docker engine or registry); needs the image to be pullable.
+# deploy_postgres KUBECONFIG: a throwaway PostgreSQL in the cluster (for kubeconfig when
+# DATABASE_URL is not given); prints the in-cluster DATABASE_URL. Needs the image to be
+# pullable by the cluster, so it is not used on the build machine (no registry).
 deploy_postgres() {
   local kc="$1" ns=crontask-e2e-db pw image="${CRONTASK_E2E_POSTGRES_IMAGE:-postgres:15}"
   kubectl --kubeconfig "$kc" create namespace "$ns" --dry-run=client -o yaml \
@@ -89,6 +91,7 @@ MANIFEST
 }
 
 BACKEND="${CRONTASK_E2E_BACKEND:-$(default_backend)}"
+if [ "${1:-}" = --backend ]; then echo "$BACKEND"; exit 0; fi
 out=()
 
 case "$BACKEND" in
@@ -105,19 +108,10 @@ case "$BACKEND" in
     out+=("CRONTASK_E2E_EXEC=$HERE/cluster.sh exec --")
     ;;
   kind)
-    name="${KIND_CLUSTER_NAME:-crontask-e2e}"
-    kubeconfig="${CRONTASK_CACHE}/kind-${name}.kubeconfig"
-    mkdir -p "$CRONTASK_CACHE"
-    if ! kind get clusters 2>/dev/null | grep -qx "$name"; then
-      kind create cluster --name "$name" --kubeconfig "$kubeconfig" --wait 180s >&2
-    else
-      kind get kubeconfig --name "$name" > "$kubeconfig"
-    fi
-    docker build -f "$CRONTASK_ROOT/jobs/Dockerfile" -t "$JOBS_IMAGE" "$CRONTASK_ROOT" >&2
-    docker build -f "$CRONTASK_ROOT/operator/Dockerfile" -t "$OPERATOR_IMAGE" "$CRONTASK_ROOT" >&2
-    kind load docker-image --name "$name" "$JOBS_IMAGE" "$OPERATOR_IMAGE" >&2
-    db="${DATABASE_URL:-$(deploy_postgres "$kubeconfig")}"
-    out+=("KUBECONFIG=$kubeconfig" "DATABASE_URL=$db" "CRONTASK_E2E_EXEC=")
+    "$CRONTASK_ROOT/hack/kind/cluster.sh" up >&2
+    out+=("KUBECONFIG=$("$CRONTASK_ROOT/hack/kind/cluster.sh" kubeconfig)")
+    out+=("DATABASE_URL=${DATABASE_URL:-$("$CRONTASK_ROOT/hack/kind/cluster.sh" database-url)}")
+    out+=("CRONTASK_E2E_EXEC=$CRONTASK_ROOT/hack/kind/cluster.sh exec --")
     ;;
   kubeconfig)
     [ -n "${KUBECONFIG:-}" ] || die "backend kubeconfig: set KUBECONFIG"

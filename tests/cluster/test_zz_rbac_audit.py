@@ -10,7 +10,7 @@ request in the log:
 - a server-side apply that created its object (201) needed ``create`` as well as ``patch``;
 - a CronJob written with an owner reference ``blockOwnerDeletion: true`` to a CronTask needs
   ``update`` on ``crontasks/finalizers`` (OwnerReferencesPermissionEnforcement, which the local
-  cluster enables).
+  and kind backends enable).
 
 It also checks that the operator's lists and watches of Jobs, Pods and CronJobs carried the
 server-side label selector: objects that are not the operator's are never sent to it.
@@ -36,8 +36,8 @@ Rule = tuple[str, str, str]
 def audit_events() -> list[dict[str, Any]]:
     path = os.environ.get("CRONTASK_AUDIT_LOG")
     if not path or not Path(path).exists():
-        pytest.skip("no API server audit log here (CRONTASK_AUDIT_LOG: the local cluster"
-                    " backend writes one)")
+        pytest.skip("no API server audit log here (CRONTASK_AUDIT_LOG: the local and kind"
+                    " backends write one)")
     events = []
     for file in sorted(Path(path).parent.glob(Path(path).name + "*")):
         for line in file.read_text().splitlines():
