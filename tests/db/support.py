@@ -97,6 +97,18 @@ def add_user(engine: sa.Engine, *, chapter: int = 1, score: float = 50,
                           else decayed_hours_ago * 3600})))
 
 
+def add_messages(engine: sa.Engine, ids: Sequence[uuid.UUID], messages: int) -> None:
+    """`messages` messages in each of the conversations `ids`, alternating user and assistant."""
+    if messages:
+        execute(engine, """
+            INSERT INTO messages (conversation_id, role, content, created_at)
+            SELECT c, CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END,
+                   'message ' || i || ' about tomatoes and gardening',
+                   now() - interval '2 hours' + make_interval(secs => i)
+              FROM unnest(CAST(:ids AS uuid[])) AS c, generate_series(1, :m) AS i""",
+                {"ids": list(ids), "m": messages})
+
+
 def add_conversations(engine: sa.Engine, n: int, *, status: str = "active",
                       idle_minutes: float = 60, updated_minutes_ago: float = 0,
                       messages: int = 2) -> list[uuid.UUID]:
@@ -109,14 +121,7 @@ def add_conversations(engine: sa.Engine, n: int, *, status: str = "active",
           FROM generate_series(1, :n)
         RETURNING id""", {"user": user, "status": status, "idle": idle_minutes * 60,
                           "upd": updated_minutes_ago * 60, "n": n})]
-    if messages:
-        execute(engine, """
-            INSERT INTO messages (conversation_id, role, content, created_at)
-            SELECT c, CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END,
-                   'message ' || i || ' about tomatoes and gardening',
-                   now() - interval '2 hours' + make_interval(secs => i)
-              FROM unnest(CAST(:ids AS uuid[])) AS c, generate_series(1, :m) AS i""",
-                {"ids": ids, "m": messages})
+    add_messages(engine, ids, messages)
     return ids
 
 

@@ -28,6 +28,12 @@ import sqlalchemy as sa
 from crontask_jobs.dburl import parse_database_url
 from crontask_jobs.migrate import upgrade
 
+# the seed helpers the database tier uses; execute, rows and scalar are also the fault tests'
+from tests.db.support import add_messages
+from tests.db.support import execute as execute
+from tests.db.support import rows as rows
+from tests.db.support import scalar as scalar
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PASSWORD = "p@ss:w/rd?%&=é s3cr3t-" + uuid.uuid4().hex[:6]
@@ -160,21 +166,6 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30) -> 
         time.sleep(0.05)
 
 
-def execute(engine: sa.Engine, statement: str, params: dict[str, Any] | None = None) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.text(statement), params or {})
-
-
-def scalar(engine: sa.Engine, statement: str, params: dict[str, Any] | None = None) -> Any:
-    with engine.begin() as conn:
-        return conn.execute(sa.text(statement), params or {}).scalar()
-
-
-def rows(engine: sa.Engine, statement: str, params: dict[str, Any] | None = None) -> list[Any]:
-    with engine.begin() as conn:
-        return list(conn.execute(sa.text(statement), params or {}))
-
-
 def add_conversations(engine: sa.Engine, n: int, *, status: str = "active",
                       idle_minutes: float = 60, updated_minutes_ago: float = 0,
                       messages: int = 2) -> list[uuid.UUID]:
@@ -188,14 +179,7 @@ def add_conversations(engine: sa.Engine, n: int, *, status: str = "active",
           FROM u
         RETURNING id""", {"n": n, "status": status, "idle": idle_minutes * 60,
                           "upd": updated_minutes_ago * 60})]
-    if messages:
-        execute(engine, """
-            INSERT INTO messages (conversation_id, role, content, created_at)
-            SELECT c, CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END,
-                   'message ' || i || ' about tomatoes and gardening',
-                   now() - interval '2 hours' + make_interval(secs => i)
-              FROM unnest(CAST(:ids AS uuid[])) AS c, generate_series(1, :m) AS i""",
-                {"ids": ids, "m": messages})
+    add_messages(engine, ids, messages)
     return ids
 
 
