@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,35 +235,28 @@ class Leases:
         self._api = client.CoordinationV1Api(api_client)
         self._timeout = timeout
 
-    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _lease(self, call: Awaitable[Any], none_on: int) -> dict[str, Any] | None:
+        """The Lease a request returned, or None when the server answered `none_on` (404: no
+        Lease; 409: somebody else wrote it first)."""
         try:
-            obj = await self._api.read_namespaced_lease(name, namespace,
-                                                        _request_timeout=self._timeout)
+            obj = await call
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status == none_on:
                 return None
             raise
         return _plain(self._client, obj)
 
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._lease(self._api.read_namespaced_lease(
+            name, namespace, _request_timeout=self._timeout), 404)
+
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
-        try:
-            obj = await self._api.create_namespaced_lease(
-                body["metadata"]["namespace"], dict(body),  # type: ignore[arg-type]
-                _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
-        return _plain(self._client, obj)
+        return await self._lease(self._api.create_namespaced_lease(
+            body["metadata"]["namespace"], dict(body),  # type: ignore[arg-type]
+            _request_timeout=self._timeout), 409)
 
     async def replace(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         meta = body["metadata"]
-        try:
-            obj = await self._api.replace_namespaced_lease(
-                meta["name"], meta["namespace"], dict(body),  # type: ignore[arg-type]
-                _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise
-        return _plain(self._client, obj)
+        return await self._lease(self._api.replace_namespaced_lease(
+            meta["name"], meta["namespace"], dict(body),  # type: ignore[arg-type]
+            _request_timeout=self._timeout), 409)
