@@ -301,12 +301,7 @@ class LeaderElector:
                           (self.observed.resource_version if self.observed else None))
         written = await (self.api.create(body) if step.action == CREATE
                          else self.api.replace(body))
-        if written is None:
-            self._stand_down("another replica wrote the Lease first")
-            return False
-        self.observed = Observation(record_of(written), _rv(written), self.clock())
-        self.renewed_at = now
-        return True
+        return self._wrote(written, now)
 
     async def _renew(self, last: Observation) -> bool:
         """The leader's fast path (client-go's too): write the renewal on top of the version it
@@ -317,6 +312,11 @@ class LeaderElector:
             return False
         written = await self.api.replace(lease_body(self.name, self.namespace, step.record,
                                                     last.resource_version))
+        return self._wrote(written, now)
+
+    def _wrote(self, written: Mapping[str, Any] | None, now: float) -> bool:
+        """After a Lease write: True and the Lease as written when it went through; when another
+        writer came first (a conflict), stand down."""
         if written is None:
             self._stand_down("another replica wrote the Lease first")
             return False
