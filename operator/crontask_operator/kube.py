@@ -61,10 +61,20 @@ class NamespaceTerminating(Exception):
     """Nothing can be created in a namespace that is being deleted: the CronTask goes too."""
 
 
+TRANSIENT_FORBIDDEN = ("cannot find RESTMapping",)
+"""403 messages that say the API server does not know a kind yet, not that the object is
+refused: right after a kube-apiserver restart, OwnerReferencesPermissionEnforcement checks an
+owner reference before discovery has found the CRD ("cannot set blockOwnerDeletion ... cannot
+find RESTMapping for ... CronTask"). Such a failure is retried like any other error; taken as a
+refusal, the CronJob would wait for the next resync."""
+
+
 def _refusal(exc: ApiException) -> Exception:
     """The exception a failed create or apply stands for."""
     if exc.status == 403 and "NamespaceTerminating" in str(exc.body or ""):
         return NamespaceTerminating(server_message(exc))
+    if exc.status == 403 and any(m in server_message(exc) for m in TRANSIENT_FORBIDDEN):
+        return exc
     if exc.status in (403, 422):
         return Rejected(exc.status, server_message(exc))
     return exc
