@@ -252,3 +252,83 @@ def test_two_concurrent_runs_process_each_conversation_once(db_url: URL,
     assert scalar(sql, "SELECT count(DISTINCT execution_id) FROM processed_log") == 2
     assert statuses(sql) == {"processed": 100}
     assert scalar(sql, "SELECT max(attempts) FROM conversations") == 1
+
+
+def test_the_claim_is_committed_before_the_pipeline_runs(db_url: URL, sql: sa.Engine) -> None:
+    """The claim travels in one round trip with the conversation's BEGIN: it must still be
+    committed on its own, so recover and other runs see it claimed while the stages run."""
+    add_conversations(sql, 3, idle_minutes=20, messages=0)
+    seen: list[tuple[str, str, int]] = []
+
+    async def look_from_another_session(ctx: StageContext) -> None:
+        row = await asyncio.to_thread(
+            lambda: rows(sql, "SELECT status, claimed_by::text AS owner, attempts"
+                              " FROM conversations WHERE id = :id",
+                         {"id": ctx.conversation_id})[0])
+        seen.append((row.status, row.owner, row.attempts))
+
+    report = process(db_url, [Stage("look", look_from_another_session)], batch_size=3,
+                     max_concurrent_pipelines=2)
+    assert report.counts["processed"] == 3
+    assert seen == [("processing", report.execution_id, 1)] * 3
+
+
+@pytest.mark.parametrize("max_in_flight", [None, 10])
+def test_a_stage_that_ends_the_transaction_fails_its_conversation(
+        db_url: URL, sql: sa.Engine, max_in_flight: int | None) -> None:
+    """The pipeline owns the conversation's transaction: a stage that commits it (or rolls it
+    back) fails its conversation, and what follows never runs outside a transaction."""
+    add_conversations(sql, 4, idle_minutes=20, messages=0)
+
+    async def commit_early(ctx: StageContext) -> None:
+        await ctx.conn.execute(sa.text("UPDATE conversations SET summary = 'early'"
+                                       " WHERE id = :id"), {"id": ctx.conversation_id})
+        await ctx.conn.commit()
+
+    async def write_late(ctx: StageContext) -> None:
+        await ctx.conn.execute(sa.text("UPDATE conversations SET summary = 'late'"
+                                       " WHERE id = :id"), {"id": ctx.conversation_id})
+
+    report = process(db_url, [Stage("early", commit_early), Stage("late", write_late)],
+                     batch_size=4, max_concurrent_pipelines=2, max_in_flight=max_in_flight)
+    assert (report.counts["processed"], report.counts["failed"]) == (0, 4)
+    assert report.stage_errors["early"].count == 4
+    assert "ended the conversation's transaction" in (report.stage_errors["early"].last_message)
+    got = rows(sql, "SELECT status, summary, failure_reason FROM conversations")
+    assert {(r.status, r.summary) for r in got} == {("failed", "early")}
+    assert all("stage early" in r.failure_reason for r in got)
+    # The same slots go on to run well-behaved pipelines afterwards.
+    add_conversations(sql, 4, idle_minutes=20, messages=0)
+    report = process(db_url, [Stage("late", write_late)], batch_size=4,
+                     max_concurrent_pipelines=2, max_in_flight=max_in_flight)
+    assert report.counts["processed"] == 4
+
+
+def test_pipeline_connections_go_back_to_the_pool_as_they_came(db_url: URL,
+                                                               sql: sa.Engine) -> None:
+    """Slots drive their transactions in autocommit; the run's own bookkeeping, on the same
+    pool afterwards, relies on implicit transactions (one atomic settlement)."""
+    from crontask_jobs.pipeline.engine import driver_of
+
+    add_conversations(sql, 6, idle_minutes=20, messages=0)
+
+    async def run_then_check(engine: sa.ext.asyncio.AsyncEngine) -> list[bool]:
+        report = await run_process(engine, ProcessOptions(batch_size=6,
+                                                          max_concurrent_pipelines=3),
+                                   recording_free())
+        assert report.counts["processed"] == 6
+        conns = [await engine.connect() for _ in range(4)]  # every pooled connection
+        try:
+            return [(await driver_of(c)).autocommit for c in conns]
+        finally:
+            for c in conns:
+                await c.close()
+
+    assert run_async(db_url, run_then_check, pool_size=4) == [False] * 4
+
+
+def recording_free() -> list[Stage]:
+    async def noop(ctx: StageContext) -> None:
+        await asyncio.sleep(0)
+
+    return [Stage("noop", noop)]

@@ -21,6 +21,14 @@ run re-claimed it, the guard matches nothing, this run's work is rolled back and
 outcome stands (`lost`). When the connection itself fails (the server ended the session, a
 restart, a broken socket), nothing of the conversation was committed: the outcome is
 `unresolved` with what should become of the claim, which the run settles on a new connection.
+
+Round trips. A pipeline slot keeps its connection, and the engine drives its transactions on
+the driver (psycopg) itself, in autocommit with an explicit BEGIN: the claim, the BEGIN and
+the first stage's limits travel in one round trip (`opening`), each later stage's savepoint
+and limits in one, the final update with what the stages left pending (a savepoint to release
+or roll back) in one, then the COMMIT. SQLAlchemy, which the stages use, is told nothing of
+these transactions: its own view (a transaction it began for a stage's statement) is cleared
+after each conversation, so every conversation starts as a fresh checkout would.
 """
 
 from __future__ import annotations
@@ -33,10 +41,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, LiteralString
 
 import psycopg
-import sqlalchemy as sa
 from psycopg import pq
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -102,11 +109,19 @@ UPDATE conversations
    SET status = 'processed', processed_at = now(), updated_at = now(), failure_reason = NULL
  WHERE id = %(id)s AND status = 'processing' AND claimed_by = %(owner)s
 """
-FINISH_FAILED: Final = sa.text("""
+FINISH_FAILED: Final = """
 UPDATE conversations
-   SET status = 'failed', updated_at = now(), failure_reason = :reason
- WHERE id = :id AND status = 'processing' AND claimed_by = :owner
-""")
+   SET status = 'failed', updated_at = now(), failure_reason = %(reason)s
+ WHERE id = %(id)s AND status = 'processing' AND claimed_by = %(owner)s
+"""
+
+
+SAVEPOINT: Final = "SAVEPOINT crontask_stage"
+RELEASE: Final = "RELEASE SAVEPOINT crontask_stage"
+ROLLBACK_TO: Final = "ROLLBACK TO SAVEPOINT crontask_stage"
+ENDED_TRANSACTION: Final = ("it ended the conversation's transaction (a commit or rollback of"
+                             " its own): the pipeline owns it")
+Statement = tuple[LiteralString, Mapping[str, Any] | None]
 
 
 async def driver_of(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
@@ -115,6 +130,62 @@ async def driver_of(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
     if not isinstance(driver, psycopg.AsyncConnection):
         raise TypeError("the pipeline needs the psycopg async driver")
     return driver
+
+
+@dataclass(frozen=True)
+class SlotConnection:
+    """A pipeline slot's connection: SQLAlchemy's, which the stages use, and the psycopg
+    connection under it, on which the engine sends its own statements, in autocommit (see
+    the module's doc) until `release`."""
+
+    conn: AsyncConnection
+    driver: psycopg.AsyncConnection[Any]
+
+    @classmethod
+    async def take(cls, conn: AsyncConnection) -> SlotConnection:
+        driver = await driver_of(conn)
+        await driver.set_autocommit(True)
+        return cls(conn, driver)
+
+    async def release(self) -> None:
+        """Back to the driver's default before the pool lends the connection to anyone else
+        (the run's bookkeeping relies on implicit transactions); one that cannot be put back
+        is discarded."""
+        try:
+            if not self.conn.invalidated and not self.driver.closed:
+                await self.driver.rollback()
+                await self.driver.set_autocommit(False)
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("releasing a pipeline connection: %s", type(exc).__name__)
+        if not self.conn.invalidated:
+            await self.conn.invalidate()
+
+
+def stage_limits(limit_s: float) -> Statement:
+    """The stage's own statement_timeout and lock_timeout, for its transaction only."""
+    return SET_STAGE_LIMITS, {"ms": milliseconds(
+        timedelta(seconds=limit_s + CANCEL_GRACE_SECONDS))}
+
+
+def opening(stages: Sequence[Stage], timeouts: Mapping[str, float]) -> list[Statement]:
+    """What opens a conversation's transaction, sent in the claim's round trip: BEGIN and the
+    first stage's limits (`run_conversation` expects both)."""
+    return [("BEGIN", None), stage_limits(timeouts[stages[0].name])] if stages else [
+        ("BEGIN", None)]
+
+
+async def send(driver: psycopg.AsyncConnection[Any],
+               statements: Sequence[Statement]) -> list[psycopg.AsyncCursor[Any]]:
+    """Statements in one round trip (psycopg's pipeline mode), their cursors in order; the
+    first error raises once all were sent, and the ones after it are not run."""
+    if len(statements) == 1:
+        sql, params = statements[0]
+        return [await driver.execute(sql, params)]
+    async with driver.pipeline():
+        return [await driver.execute(sql, params) for sql, params in statements]
 
 
 class _ConnectionGone(Exception):
@@ -194,23 +265,39 @@ async def _run_stage(stage: Stage, ctx: StageContext, limit_s: float, driver: An
     return _StageRun(StageResult(stage.name, elapsed_ms, _stage_message(exc)), exc)
 
 
-async def _stages(conn: AsyncConnection, driver: Any, claim: Claim, stages: Sequence[Stage],
+async def _stages(slot: SlotConnection, claim: Claim, stages: Sequence[Stage],
                   timeouts: Mapping[str, float], owner: uuid.UUID,
-                  out: ConversationOutcome) -> bool:
-    """Run the stages inside the open transaction; False after a critical failure."""
+                  out: ConversationOutcome, pending: list[Statement]) -> bool:
+    """Run the stages inside the open transaction; False after a critical failure. What a
+    stage leaves to send (its savepoint's release or rollback) goes into `pending`, sent
+    with the next round trip."""
+    conn, driver = slot.conn, slot.driver
     ctx = StageContext(claim.conversation_id, claim.user_id, claim.last_message_at, owner, conn)
-    for stage in stages:
+    for index, stage in enumerate(stages):
         limit_s = timeouts[stage.name]
         # A critical stage's failure rolls back the whole conversation: no savepoint needed.
-        savepoint = None if stage.critical else await conn.begin_nested()
-        await driver.execute(SET_STAGE_LIMITS, {"ms": milliseconds(
-            timedelta(seconds=limit_s + CANCEL_GRACE_SECONDS))})
+        if not stage.critical:
+            pending.append((SAVEPOINT, None))
+        if index > 0:  # the first stage's limits came with the claim
+            pending.append(stage_limits(limit_s))
+        if pending:
+            await send(driver, pending)
+            pending.clear()
         run = await _run_stage(stage, ctx, limit_s, driver)
         result = run.result
+        if not run.runaway and _transaction_gone(driver):
+            # Its writes may be committed already; what follows must not run outside the
+            # transaction, and the conversation is not `processed`.
+            result = StageResult(stage.name, result.elapsed_ms, ENDED_TRANSACTION)
+            out.results.append(result)
+            out.failure = safe_text(f"stage {stage.name}: {ENDED_TRANSACTION}")
+            log.warning("conversation %s: stage %s %s", claim.conversation_id, stage.name,
+                        ENDED_TRANSACTION)
+            return False
         out.results.append(result)
         if result.error is None:
-            if savepoint is not None:
-                await savepoint.commit()
+            if not stage.critical:
+                pending.append((RELEASE, None))
             continue
         fault = classify(run.error) if run.error is not None else None
         lost = fault if fault is not None and fault.lost_connection else None
@@ -221,37 +308,46 @@ async def _stages(conn: AsyncConnection, driver: Any, claim: Claim, stages: Sequ
             if lost is None:
                 failure += " (the stage did not stop, so its connection was closed)"
             raise _ConnectionGone(safe_text(failure), lost)
-        if savepoint is not None:
-            await savepoint.rollback()
         log.warning("conversation %s: stage %s %s: %s", claim.conversation_id, stage.name,
                     "failed (critical)" if stage.critical else "failed", result.error)
         if stage.critical:
             out.failure = safe_text(f"stage {stage.name}: {result.error}")
             return False
+        pending.extend([(ROLLBACK_TO, None), (RELEASE, None)])
     return True
 
 
-async def run_conversation(conn: AsyncConnection, claim: Claim, stages: Sequence[Stage],
+def _transaction_gone(driver: psycopg.AsyncConnection[Any]) -> bool:
+    """A stage committed or rolled back the conversation's transaction itself."""
+    return driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
+
+
+async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[Stage],
                            timeouts: Mapping[str, float],
                            owner: uuid.UUID) -> ConversationOutcome:
-    """The conversation's outcome. Never raises, except when the run itself is cancelled."""
+    """The conversation's outcome, its transaction already open (`opening`, sent with the
+    claim). Never raises, except when the run itself is cancelled."""
+    conn, driver = slot.conn, slot.driver
     out = ConversationOutcome(claim.conversation_id, "processed")
+    pending: list[Statement] = []
     try:
-        driver = await driver_of(conn)
-        await conn.begin()
-        if await _stages(conn, driver, claim, stages, timeouts, owner, out):
-            finished = await driver.execute(FINISH_PROCESSED, {"id": claim.conversation_id,
-                                                               "owner": owner})
-            if finished.rowcount == 1:
-                await conn.commit()
+        try:
+            if await _stages(slot, claim, stages, timeouts, owner, out, pending):
+                finished = (await send(driver, [*pending, (FINISH_PROCESSED, {
+                    "id": claim.conversation_id, "owner": owner})]))[-1]
+                if finished.rowcount == 1:
+                    await driver.commit()
+                    return out
+                await driver.rollback()
+                out.outcome = "lost"
+                log.warning("conversation %s was recovered or re-claimed while this run "
+                            "processed it: its newer outcome stands", claim.conversation_id)
                 return out
-            await conn.rollback()
-            out.outcome = "lost"
-            log.warning("conversation %s was recovered or re-claimed while this run "
-                        "processed it: its newer outcome stands", claim.conversation_id)
-            return out
-        await conn.rollback()
-        return await _fail(conn, claim, owner, out)
+            await driver.rollback()
+            return await _fail(driver, claim, owner, out)
+        finally:
+            if conn.in_transaction() and not conn.invalidated:
+                await conn.rollback()  # SQLAlchemy's view only: the driver's is closed
     except asyncio.CancelledError:
         raise
     except _ConnectionGone as gone:
@@ -259,13 +355,15 @@ async def run_conversation(conn: AsyncConnection, claim: Claim, stages: Sequence
     except Exception as exc:
         fault = classify(exc)
         failure = out.failure or safe_text(f"pipeline: {fault.reason}: {fault.message}")
-        if fault.lost_connection or conn.invalidated:
+        if fault.lost_connection or conn.invalidated or driver.closed:
             return _unresolved(out, failure, fault if fault.lost_connection else None,
                                "failed" if out.failure else "active")
         out.failure = failure
         try:
-            await conn.rollback()
-            return await _fail(conn, claim, owner, out)
+            await driver.rollback()
+            if conn.in_transaction():
+                await conn.rollback()
+            return await _fail(driver, claim, owner, out)
         except asyncio.CancelledError:
             raise
         except Exception as again:
@@ -274,12 +372,11 @@ async def run_conversation(conn: AsyncConnection, claim: Claim, stages: Sequence
                                "failed")
 
 
-async def _fail(conn: AsyncConnection, claim: Claim, owner: uuid.UUID,
+async def _fail(driver: psycopg.AsyncConnection[Any], claim: Claim, owner: uuid.UUID,
                 out: ConversationOutcome) -> ConversationOutcome:
-    await conn.begin()
-    marked = await conn.execute(FINISH_FAILED, {"id": claim.conversation_id, "owner": owner,
-                                                "reason": out.failure or ""})
-    await conn.commit()
+    """Mark it failed: one statement, in autocommit."""
+    marked = await driver.execute(FINISH_FAILED, {"id": claim.conversation_id, "owner": owner,
+                                                  "reason": out.failure or ""})
     out.outcome = "failed" if marked.rowcount == 1 else "lost"
     return out
 

@@ -40,9 +40,12 @@ from crontask_jobs.messages import safe_text
 from crontask_jobs.pipeline.engine import (
     Claim,
     ConversationOutcome,
-    driver_of,
+    SlotConnection,
+    Statement,
+    opening,
     resolve_timeouts,
     run_conversation,
+    send,
 )
 from crontask_jobs.pipeline.stage import Stage
 from crontask_jobs.pipeline.stats import fold_errors, fold_timings
@@ -139,20 +142,20 @@ FINAL_STATES: Final = sa.text(
     "SELECT id, status, claimed_by FROM conversations WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 
-async def claim_one(conn: AsyncConnection, owner: uuid.UUID,
-                    options: ProcessOptions) -> Claim | None:
+async def claim_one(slot: SlotConnection, owner: uuid.UUID, options: ProcessOptions,
+                    opening: Sequence[Statement]) -> Claim | None:
     """Claim the oldest eligible conversation, or None (nothing eligible, or the cap is met).
-    Committed before it returns: one statement in autocommit, or with --max-in-flight one
-    transaction that counts under the claim lock first."""
-    driver = await driver_of(conn)
+    The claim is committed before the conversation's transaction opens: one autocommitted
+    statement sent in one round trip with `opening` (BEGIN and the first stage's limits), or
+    with --max-in-flight one transaction that counts under the claim lock first."""
+    driver = slot.driver
     params = {"idle_after": options.idle_after, "owner": owner}
     if options.max_in_flight is None:
-        await driver.set_autocommit(True)
-        try:
-            row = await (await driver.execute(CLAIM_ONE, params)).fetchone()
-        finally:
-            if not driver.closed:
-                await driver.set_autocommit(False)
+        # Explicit: statements up to a pipeline's sync share one implicit transaction, which
+        # a BEGIN would extend over the claim; the claim must be committed before it runs.
+        sent = await send(driver, [("BEGIN", None), (CLAIM_ONE, params), ("COMMIT", None),
+                                   *opening])
+        row = await sent[1].fetchone()
     else:
         async with driver.transaction():
             await driver.execute(LOCK_CLAIMS, {"k": CLAIM_LOCK_KEY})
@@ -163,7 +166,12 @@ async def claim_one(conn: AsyncConnection, owner: uuid.UUID,
                          options.max_in_flight, in_flight)
                 return None
             row = await (await driver.execute(CLAIM_ONE, params)).fetchone()
-    return None if row is None else Claim(row[0], row[1], row[2])
+        if row is not None:
+            await send(driver, opening)
+    if row is None:
+        await driver.rollback()  # the transaction `opening` began, with nothing to do
+        return None
+    return Claim(row[0], row[1], row[2])
 
 
 @dataclass
@@ -186,25 +194,28 @@ class _Run:
         """Claim, run, repeat, on one connection held for the slot's life (a new one only
         after a conversation's connection failed)."""
         held: AsyncExitStack | None = None
-        conn: AsyncConnection | None = None
+        slot: SlotConnection | None = None
+        opens = opening(self.stages, self.timeouts)
         try:
             while self.budget > 0:
                 self.budget -= 1  # reserved before the first await: no two workers take one
                 try:
-                    if held is None or conn is None:
+                    if held is None or slot is None:
                         held = AsyncExitStack()
-                        conn = await held.enter_async_context(connection(self.engine))
-                    claim = await claim_one(conn, self.owner, self.options)
+                        slot = await SlotConnection.take(
+                            await held.enter_async_context(connection(self.engine)))
+                        held.push_async_callback(slot.release)
+                    claim = await claim_one(slot, self.owner, self.options, opens)
                     if claim is None:
                         self.budget += 1
                         break
                     self.claimed.add(claim.conversation_id)
-                    outcome = await run_conversation(conn, claim, self.stages, self.timeouts,
+                    outcome = await run_conversation(slot, claim, self.stages, self.timeouts,
                                                      self.owner)
                     self.outcomes.append(outcome)
-                    if outcome.outcome == "unresolved" or conn.invalidated:
-                        await _discard(held, conn)
-                        held = conn = None
+                    if outcome.outcome == "unresolved" or slot.conn.invalidated:
+                        await _discard(held, slot.conn)
+                        held = slot = None
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # connecting or claiming failed: this slot stops
