@@ -41,10 +41,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, LiteralString
+from typing import Any, Final, Literal
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crontask_contract.durations import format_duration
@@ -97,31 +97,30 @@ def resolve_timeouts(stages: Sequence[Stage], overrides: Mapping[str, timedelta]
     return out
 
 
-# The engine's own statements go to the driver directly (psycopg placeholders): they run once
-# or twice per stage and per conversation, and SQLAlchemy's execute costs three to four times
-# the driver's in Python time, which at 50 pipelines on one event loop is most of the run.
-SET_STAGE_LIMITS: Final = ("SELECT set_config('statement_timeout', %(ms)s, true),"
-                           " set_config('lock_timeout', %(ms)s, true)")
-# Both guarded by the owner token; the row is ours unless recover or another run took it, in
-# which case their short statement holds it at most briefly (the stage's lock_timeout bounds it).
-FINISH_PROCESSED: Final = """
-UPDATE conversations
-   SET status = 'processed', processed_at = now(), updated_at = now(), failure_reason = NULL
- WHERE id = %(id)s AND status = 'processing' AND claimed_by = %(owner)s
-"""
+# The engine's own statements are composed once per run, with client-side literals (psycopg's
+# sql.Literal, over the run's own typed values: its owner token, the stages' limits in
+# milliseconds; a conversation's id as the database returned it), and sent as one
+# simple-protocol message per round trip: psycopg's execute costs a large share of a
+# conversation's Python time when fifty pipelines share one event loop, and its pipeline mode
+# more still.
+SET_STAGE_LIMITS: Final = sql.SQL("SELECT set_config('statement_timeout', {ms}, true),"
+                                  " set_config('lock_timeout', {ms}, true)")
+# Guarded by the owner token (migration 0004): raises LOST_SQLSTATE unless the row is still
+# this run's, so the COMMIT sent after it never commits a lost conversation's writes. The row
+# is ours unless recover or another run took it, in which case their short statement holds it
+# at most briefly (the stage's lock_timeout bounds the wait).
+FINISH_PROCESSED: Final = sql.SQL("SELECT crontask_finish_processed({id}, {owner})")
+LOST_SQLSTATE: Final = "CT409"
 FINISH_FAILED: Final = """
 UPDATE conversations
    SET status = 'failed', updated_at = now(), failure_reason = %(reason)s
  WHERE id = %(id)s AND status = 'processing' AND claimed_by = %(owner)s
 """
-
-
-SAVEPOINT: Final = "SAVEPOINT crontask_stage"
-RELEASE: Final = "RELEASE SAVEPOINT crontask_stage"
-ROLLBACK_TO: Final = "ROLLBACK TO SAVEPOINT crontask_stage"
+SAVEPOINT: Final = b"SAVEPOINT crontask_stage"
+RELEASE: Final = b"RELEASE SAVEPOINT crontask_stage"
+ROLLBACK_TO: Final = b"ROLLBACK TO SAVEPOINT crontask_stage"
 ENDED_TRANSACTION: Final = ("it ended the conversation's transaction (a commit or rollback of"
                              " its own): the pipeline owns it")
-Statement = tuple[LiteralString, Mapping[str, Any] | None]
 
 
 async def driver_of(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
@@ -136,24 +135,27 @@ async def driver_of(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
 class SlotConnection:
     """A pipeline slot's connection: SQLAlchemy's, which the stages use, and the psycopg
     connection under it, on which the engine sends its own statements, in autocommit (see
-    the module's doc) until `release`."""
+    the module's doc) and with the run's statements prepared, until `release`."""
 
     conn: AsyncConnection
     driver: psycopg.AsyncConnection[Any]
+    script: Script
 
     @classmethod
-    async def take(cls, conn: AsyncConnection) -> SlotConnection:
+    async def take(cls, conn: AsyncConnection, script: Script) -> SlotConnection:
         driver = await driver_of(conn)
         await driver.set_autocommit(True)
-        return cls(conn, driver)
+        await send(driver, script.prepare)
+        return cls(conn, driver, script)
 
     async def release(self) -> None:
-        """Back to the driver's default before the pool lends the connection to anyone else
-        (the run's bookkeeping relies on implicit transactions); one that cannot be put back
-        is discarded."""
+        """Back as the pool lent it before the pool lends it to anyone else (the run's
+        bookkeeping relies on implicit transactions); one that cannot be put back is
+        discarded."""
         try:
             if not self.conn.invalidated and not self.driver.closed:
                 await self.driver.rollback()
+                await send(self.driver, self.script.deallocate)
                 await self.driver.set_autocommit(False)
                 return
         except asyncio.CancelledError:
@@ -164,28 +166,72 @@ class SlotConnection:
             await self.conn.invalidate()
 
 
-def stage_limits(limit_s: float) -> Statement:
-    """The stage's own statement_timeout and lock_timeout, for its transaction only."""
-    return SET_STAGE_LIMITS, {"ms": milliseconds(
-        timedelta(seconds=limit_s + CANCEL_GRACE_SECONDS))}
+def message(*statements: bytes) -> bytes:
+    """Statements as one simple-protocol message: run in order, the first error stops it."""
+    return b"; ".join(s for s in statements if s)
 
 
-def opening(stages: Sequence[Stage], timeouts: Mapping[str, float]) -> list[Statement]:
-    """What opens a conversation's transaction, sent in the claim's round trip: BEGIN and the
-    first stage's limits (`run_conversation` expects both)."""
-    return [("BEGIN", None), stage_limits(timeouts[stages[0].name])] if stages else [
-        ("BEGIN", None)]
+@dataclass(frozen=True)
+class Script:
+    """The engine's own messages for one run, composed once (they differ only by run). The two
+    that run once per conversation, the claim and the final update, are prepared on each
+    slot's session (`prepare`, undone by `deallocate`): the server plans them once per session,
+    not once per conversation (planning the claim cost more than running it)."""
+
+    owner: uuid.UUID
+    prepare: bytes
+    deallocate: bytes
+    claim: bytes
+    """The claim alone (for a claim inside a transaction of its own)."""
+    claim_and_open: bytes
+    """BEGIN, the claim, COMMIT and the opening, in one message. The BEGIN and COMMIT are
+    explicit: statements of one message share one implicit transaction, which the opening's
+    BEGIN would extend over the claim, and the claim must commit before the conversation's
+    transaction opens."""
+    opening: bytes
+    """BEGIN and the first stage's limits: what `run_conversation` expects already sent."""
+    before_stage: tuple[bytes, ...]
+    """Per stage, what precedes it: its savepoint (a non-critical stage) and its limits (the
+    first stage's came with the opening)."""
+    finish_prefix: bytes
+
+    @classmethod
+    def of(cls, owner: uuid.UUID, claim: sql.Composable, stages: Sequence[Stage],
+           timeouts: Mapping[str, float]) -> Script:
+        """`claim`: the task's claim statement (returns the Claim's columns, or no row)."""
+        def limits(stage: Stage) -> bytes:
+            ms = milliseconds(timedelta(seconds=timeouts[stage.name] + CANCEL_GRACE_SECONDS))
+            return SET_STAGE_LIMITS.format(ms=sql.Literal(ms)).as_bytes(None)
+
+        def compose(text: str, **parts: sql.Composable) -> bytes:
+            return sql.SQL(text).format(**parts).as_bytes(None)
+
+        claim_name = sql.Identifier(f"crontask_claim_{owner.hex}")
+        finish_name = sql.Identifier(f"crontask_finish_{owner.hex}")
+        prepare = message(
+            compose("PREPARE {name} AS {claim}", name=claim_name, claim=claim),
+            compose("PREPARE {name} (uuid) AS {finish}", name=finish_name,
+                    finish=FINISH_PROCESSED.format(id=sql.SQL("$1"), owner=sql.Literal(owner))))
+        deallocate = message(compose("DEALLOCATE {name}", name=claim_name),
+                             compose("DEALLOCATE {name}", name=finish_name))
+        execute_claim = compose("EXECUTE {name}", name=claim_name)
+        opening = message(b"BEGIN", limits(stages[0]) if stages else b"")
+        before = tuple(message(b"" if stage.critical else SAVEPOINT,
+                               limits(stage) if index else b"")
+                       for index, stage in enumerate(stages))
+        return cls(owner, prepare, deallocate, execute_claim,
+                   message(b"BEGIN", execute_claim, b"COMMIT", opening), opening, before,
+                   compose("EXECUTE {name}", name=finish_name))
+
+    def finish(self, conversation_id: uuid.UUID, pending: Sequence[bytes]) -> bytes:
+        """What the stages left pending, the guarded final update, and the COMMIT."""
+        return message(*pending, b"%s(%s)" % (self.finish_prefix, sql.Literal(
+            conversation_id).as_bytes(None)), b"COMMIT")
 
 
-async def send(driver: psycopg.AsyncConnection[Any],
-               statements: Sequence[Statement]) -> list[psycopg.AsyncCursor[Any]]:
-    """Statements in one round trip (psycopg's pipeline mode), their cursors in order; the
-    first error raises once all were sent, and the ones after it are not run."""
-    if len(statements) == 1:
-        sql, params = statements[0]
-        return [await driver.execute(sql, params)]
-    async with driver.pipeline():
-        return [await driver.execute(sql, params) for sql, params in statements]
+async def send(driver: psycopg.AsyncConnection[Any], text: bytes) -> psycopg.AsyncCursor[Any]:
+    """One message, one round trip; the cursor holds each statement's result in turn."""
+    return await driver.execute(text, prepare=False)
 
 
 class _ConnectionGone(Exception):
@@ -266,22 +312,18 @@ async def _run_stage(stage: Stage, ctx: StageContext, limit_s: float, driver: An
 
 
 async def _stages(slot: SlotConnection, claim: Claim, stages: Sequence[Stage],
-                  timeouts: Mapping[str, float], owner: uuid.UUID,
-                  out: ConversationOutcome, pending: list[Statement]) -> bool:
+                  timeouts: Mapping[str, float], out: ConversationOutcome,
+                  pending: list[bytes]) -> bool:
     """Run the stages inside the open transaction; False after a critical failure. What a
     stage leaves to send (its savepoint's release or rollback) goes into `pending`, sent
     with the next round trip."""
-    conn, driver = slot.conn, slot.driver
-    ctx = StageContext(claim.conversation_id, claim.user_id, claim.last_message_at, owner, conn)
-    for index, stage in enumerate(stages):
+    conn, driver, script = slot.conn, slot.driver, slot.script
+    ctx = StageContext(claim.conversation_id, claim.user_id, claim.last_message_at,
+                       script.owner, conn)
+    for stage, before in zip(stages, script.before_stage, strict=True):
         limit_s = timeouts[stage.name]
-        # A critical stage's failure rolls back the whole conversation: no savepoint needed.
-        if not stage.critical:
-            pending.append((SAVEPOINT, None))
-        if index > 0:  # the first stage's limits came with the claim
-            pending.append(stage_limits(limit_s))
-        if pending:
-            await send(driver, pending)
+        if before or pending:
+            await send(driver, message(*pending, before))
             pending.clear()
         run = await _run_stage(stage, ctx, limit_s, driver)
         result = run.result
@@ -297,7 +339,7 @@ async def _stages(slot: SlotConnection, claim: Claim, stages: Sequence[Stage],
         out.results.append(result)
         if result.error is None:
             if not stage.critical:
-                pending.append((RELEASE, None))
+                pending.append(RELEASE)
             continue
         fault = classify(run.error) if run.error is not None else None
         lost = fault if fault is not None and fault.lost_connection else None
@@ -313,7 +355,7 @@ async def _stages(slot: SlotConnection, claim: Claim, stages: Sequence[Stage],
         if stage.critical:
             out.failure = safe_text(f"stage {stage.name}: {result.error}")
             return False
-        pending.extend([(ROLLBACK_TO, None), (RELEASE, None)])
+        pending.extend([ROLLBACK_TO, RELEASE])
     return True
 
 
@@ -323,28 +365,27 @@ def _transaction_gone(driver: psycopg.AsyncConnection[Any]) -> bool:
 
 
 async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[Stage],
-                           timeouts: Mapping[str, float],
-                           owner: uuid.UUID) -> ConversationOutcome:
-    """The conversation's outcome, its transaction already open (`opening`, sent with the
-    claim). Never raises, except when the run itself is cancelled."""
-    conn, driver = slot.conn, slot.driver
+                           timeouts: Mapping[str, float]) -> ConversationOutcome:
+    """The conversation's outcome, its transaction already open (`Script.opening`, sent with
+    the claim). Never raises, except when the run itself is cancelled."""
+    conn, driver, script = slot.conn, slot.driver, slot.script
     out = ConversationOutcome(claim.conversation_id, "processed")
-    pending: list[Statement] = []
+    pending: list[bytes] = []
     try:
         try:
-            if await _stages(slot, claim, stages, timeouts, owner, out, pending):
-                finished = (await send(driver, [*pending, (FINISH_PROCESSED, {
-                    "id": claim.conversation_id, "owner": owner})]))[-1]
-                if finished.rowcount == 1:
-                    await driver.commit()
-                    return out
+            if not await _stages(slot, claim, stages, timeouts, out, pending):
+                await driver.rollback()
+                return await _fail(driver, claim, script.owner, out)
+            try:
+                await send(driver, script.finish(claim.conversation_id, pending))
+            except psycopg.Error as exc:
+                if exc.sqlstate != LOST_SQLSTATE:
+                    raise
                 await driver.rollback()
                 out.outcome = "lost"
                 log.warning("conversation %s was recovered or re-claimed while this run "
                             "processed it: its newer outcome stands", claim.conversation_id)
-                return out
-            await driver.rollback()
-            return await _fail(driver, claim, owner, out)
+            return out
         finally:
             if conn.in_transaction() and not conn.invalidated:
                 await conn.rollback()  # SQLAlchemy's view only: the driver's is closed
@@ -363,7 +404,7 @@ async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[
             await driver.rollback()
             if conn.in_transaction():
                 await conn.rollback()
-            return await _fail(driver, claim, owner, out)
+            return await _fail(driver, claim, script.owner, out)
         except asyncio.CancelledError:
             raise
         except Exception as again:

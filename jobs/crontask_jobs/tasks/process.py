@@ -31,6 +31,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
+from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crontask_contract.report import RunReport, RunStatus
@@ -40,9 +41,8 @@ from crontask_jobs.messages import safe_text
 from crontask_jobs.pipeline.engine import (
     Claim,
     ConversationOutcome,
+    Script,
     SlotConnection,
-    Statement,
-    opening,
     resolve_timeouts,
     run_conversation,
     send,
@@ -82,21 +82,22 @@ class ProcessOptions:
 # Lock policy: SKIP LOCKED. A row another run is claiming (or a pipeline holds) is simply not
 # ours to take; the next row will do, and the skipped one stays eligible. NO KEY UPDATE (no key
 # changes) leaves foreign-key checks alone: a message being added to it is not blocked.
-# Sent to the driver directly (psycopg placeholders), as the pipeline engine's own statements
-# are: it runs once per conversation, and SQLAlchemy's execute costs several times the driver's.
-CLAIM_ONE: Final = """
+# Composed once per run and sent to the driver directly, as the pipeline engine's own
+# statements are (see engine.py): it runs once per conversation, in the conversation's first
+# round trip.
+CLAIM_ONE: Final = sql.SQL("""
 WITH picked AS (
     SELECT id
       FROM conversations
      WHERE status = 'active'
-       AND last_message_at < now() - %(idle_after)s
+       AND last_message_at < now() - {idle_after}
      ORDER BY last_message_at
      LIMIT 1
        FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE conversations AS c
    SET status = 'processing',
-       claimed_by = %(owner)s,
+       claimed_by = {owner},
        processing_started_at = now(),
        updated_at = now(),
        attempts = c.attempts + 1,
@@ -104,7 +105,7 @@ UPDATE conversations AS c
   FROM picked
  WHERE c.id = picked.id
 RETURNING c.id, c.user_id, c.last_message_at
-"""
+""")
 # Lock policy: waits, bounded by the session's lock_timeout (5 s), for other claimers' claim
 # transactions, which last milliseconds; a claimer frozen inside one is disconnected by
 # idle_in_transaction_session_timeout.
@@ -142,20 +143,22 @@ FINAL_STATES: Final = sa.text(
     "SELECT id, status, claimed_by FROM conversations WHERE id = ANY(CAST(:ids AS uuid[]))")
 
 
-async def claim_one(slot: SlotConnection, owner: uuid.UUID, options: ProcessOptions,
-                    opening: Sequence[Statement]) -> Claim | None:
+def claim_statement(owner: uuid.UUID, options: ProcessOptions) -> sql.Composed:
+    """CLAIM_ONE for this run (its values are the run's own, so it is composed once)."""
+    return CLAIM_ONE.format(idle_after=sql.Literal(options.idle_after),
+                            owner=sql.Literal(owner))
+
+
+async def claim_one(slot: SlotConnection, options: ProcessOptions) -> Claim | None:
     """Claim the oldest eligible conversation, or None (nothing eligible, or the cap is met).
-    The claim is committed before the conversation's transaction opens: one autocommitted
-    statement sent in one round trip with `opening` (BEGIN and the first stage's limits), or
-    with --max-in-flight one transaction that counts under the claim lock first."""
-    driver = slot.driver
-    params = {"idle_after": options.idle_after, "owner": owner}
+    The claim commits before the conversation's transaction opens: the claim, its COMMIT and
+    the opening in one message, or with --max-in-flight one transaction that counts under the
+    claim lock first."""
+    driver, script = slot.driver, slot.script
     if options.max_in_flight is None:
-        # Explicit: statements up to a pipeline's sync share one implicit transaction, which
-        # a BEGIN would extend over the claim; the claim must be committed before it runs.
-        sent = await send(driver, [("BEGIN", None), (CLAIM_ONE, params), ("COMMIT", None),
-                                   *opening])
-        row = await sent[1].fetchone()
+        cursor = await send(driver, script.claim_and_open)
+        cursor.nextset()  # past the BEGIN
+        row = await cursor.fetchone()
     else:
         async with driver.transaction():
             await driver.execute(LOCK_CLAIMS, {"k": CLAIM_LOCK_KEY})
@@ -165,11 +168,11 @@ async def claim_one(slot: SlotConnection, owner: uuid.UUID, options: ProcessOpti
                 log.info("max-in-flight %d reached (%d processing): a pipeline slot stops",
                          options.max_in_flight, in_flight)
                 return None
-            row = await (await driver.execute(CLAIM_ONE, params)).fetchone()
+            row = await (await send(driver, script.claim)).fetchone()
         if row is not None:
-            await send(driver, opening)
+            await send(driver, script.opening)
     if row is None:
-        await driver.rollback()  # the transaction `opening` began, with nothing to do
+        await driver.rollback()  # the transaction the opening began, with nothing to do
         return None
     return Claim(row[0], row[1], row[2])
 
@@ -184,6 +187,7 @@ class _Run:
     stages: Sequence[Stage]
     timeouts: Mapping[str, float]
     budget: int
+    script: Script
     claimed: set[uuid.UUID] = field(default_factory=set)
     outcomes: list[ConversationOutcome] = field(default_factory=list)
     worker_faults: list[Fault] = field(default_factory=list)
@@ -195,7 +199,6 @@ class _Run:
         after a conversation's connection failed)."""
         held: AsyncExitStack | None = None
         slot: SlotConnection | None = None
-        opens = opening(self.stages, self.timeouts)
         try:
             while self.budget > 0:
                 self.budget -= 1  # reserved before the first await: no two workers take one
@@ -203,15 +206,14 @@ class _Run:
                     if held is None or slot is None:
                         held = AsyncExitStack()
                         slot = await SlotConnection.take(
-                            await held.enter_async_context(connection(self.engine)))
+                            await held.enter_async_context(connection(self.engine)), self.script)
                         held.push_async_callback(slot.release)
-                    claim = await claim_one(slot, self.owner, self.options, opens)
+                    claim = await claim_one(slot, self.options)
                     if claim is None:
                         self.budget += 1
                         break
                     self.claimed.add(claim.conversation_id)
-                    outcome = await run_conversation(slot, claim, self.stages, self.timeouts,
-                                                     self.owner)
+                    outcome = await run_conversation(slot, claim, self.stages, self.timeouts)
                     self.outcomes.append(outcome)
                     if outcome.outcome == "unresolved" or slot.conn.invalidated:
                         await _discard(held, slot.conn)
@@ -289,7 +291,9 @@ async def run_process(engine: AsyncEngine, options: ProcessOptions,
     async with connection(engine) as conn, conn.begin():
         execution_id = await JobExecutionRepository(conn).start(JOB_NAME)
     workers = min(options.max_concurrent_pipelines, options.batch_size)
-    run = _Run(engine, execution_id, options, stages, timeouts, budget=options.batch_size)
+    run = _Run(engine, execution_id, options, stages, timeouts, budget=options.batch_size,
+               script=Script.of(execution_id, claim_statement(execution_id, options), stages,
+                                timeouts))
     log.info("process: up to %d conversation(s), %d pipeline(s) at once", options.batch_size,
              workers)
     terminated = False
