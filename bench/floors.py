@@ -9,17 +9,30 @@
   trigger). Both get a generous work_mem so the join is not starved; the schema floor says
   what decay's chunks say, that the history rows name users the same transaction updated
   (migration 0003), since that is true of it too. The written state is compared with decay's.
+- process: the ideal (batch / concurrency x stage latency) leaves out the database, and the
+  client shares this machine's cores with the server. So two floors, measured with the same
+  concurrency on one event loop of bare psycopg connections (opened before the clock): each
+  conversation a sleep of the stage latency between the job's own two messages (the claim
+  with its transaction's opening; the final update with its COMMIT), on the same rows; and
+  the same with `SELECT 1` for each message (the round trips alone).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import dbs
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
+
+from crontask_jobs.pipeline.engine import Script
+from crontask_jobs.pipeline.stage import Stage, StageContext
+from crontask_jobs.tasks.process import ProcessOptions, claim_statement
 
 STALE_REASON = "stuck in processing for more than 30m"
 RECOVER_FLOOR = """
@@ -146,3 +159,47 @@ def fingerprint(db: URL, *, bare: bool = False) -> tuple[object, ...]:
     finally:
         e.dispose()
     return u + h
+
+
+def process_floor(db: URL, batch: int, concurrency: int, latency: float, *,
+                  statements: bool) -> float:
+    """Seconds for `batch` conversations on bare connections (see the module's doc)."""
+    async def stage(ctx: StageContext) -> None:
+        await asyncio.sleep(latency)
+
+    async def run() -> float:
+        with psycopg.connect(conninfo(db), autocommit=True) as setup:
+            row = setup.execute("INSERT INTO job_executions (job_name, status, host)"
+                                " VALUES ('process', 'running', 'floor') RETURNING id").fetchone()
+        owner = row[0] if row else uuid.uuid4()
+        script = Script.of(owner, claim_statement(owner, ProcessOptions()),
+                           [Stage("io", stage)], {"io": latency})
+        conns = [await psycopg.AsyncConnection.connect(conninfo(db), autocommit=True)
+                 for _ in range(concurrency)]
+        for conn in conns:
+            await conn.execute(script.prepare, prepare=False)
+        left = [batch]
+
+        async def slot(conn: psycopg.AsyncConnection[Any]) -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                if statements:
+                    cursor = await conn.execute(script.claim_and_open, prepare=False)
+                    cursor.nextset()
+                    claimed = await cursor.fetchone()
+                    assert claimed is not None, "the floor ran out of eligible conversations"
+                else:
+                    await conn.execute(b"SELECT 1", prepare=False)
+                await asyncio.sleep(latency)
+                await conn.execute(script.finish(claimed[0], []) if statements
+                                   else b"SELECT 1", prepare=False)
+
+        t0 = time.perf_counter()
+        try:
+            await asyncio.gather(*(slot(conn) for conn in conns))
+            return time.perf_counter() - t0
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    return asyncio.run(run())
