@@ -332,3 +332,26 @@ def recording_free() -> list[Stage]:
         await asyncio.sleep(0)
 
     return [Stage("noop", noop)]
+
+
+def test_each_conversation_starts_with_sqlalchemy_outside_a_transaction(
+        db_url: URL, sql: sa.Engine) -> None:
+    """The engine runs the transactions on the driver; SQLAlchemy's own view (begun by a
+    stage's statement) is cleared after each conversation, so a slot's next conversation sees
+    its connection as a fresh checkout would (a stage may use `begin_nested`, `in_transaction`
+    ... as documented by SQLAlchemy)."""
+    add_conversations(sql, 4, idle_minutes=20, messages=0)
+    seen: list[bool] = []
+
+    async def look_then_write(ctx: StageContext) -> None:
+        seen.append(ctx.conn.in_transaction())
+        async with ctx.conn.begin_nested():
+            await ctx.conn.execute(sa.text("UPDATE conversations SET summary = 'seen'"
+                                           " WHERE id = :id"), {"id": ctx.conversation_id})
+
+    report = process(db_url, [Stage("look", look_then_write)], batch_size=4,
+                     max_concurrent_pipelines=1)
+    assert report.counts["processed"] == 4
+    assert seen == [False] * 4
+    assert statuses(sql) == {"processed": 4}
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE summary = 'seen'") == 4

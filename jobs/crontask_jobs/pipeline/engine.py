@@ -23,12 +23,13 @@ restart, a broken socket), nothing of the conversation was committed: the outcom
 `unresolved` with what should become of the claim, which the run settles on a new connection.
 
 Round trips. A pipeline slot keeps its connection, and the engine drives its transactions on
-the driver (psycopg) itself, in autocommit with an explicit BEGIN: the claim, the BEGIN and
-the first stage's limits travel in one round trip (`opening`), each later stage's savepoint
-and limits in one, the final update with what the stages left pending (a savepoint to release
-or roll back) in one, then the COMMIT. SQLAlchemy, which the stages use, is told nothing of
-these transactions: its own view (a transaction it began for a stage's statement) is cleared
-after each conversation, so every conversation starts as a fresh checkout would.
+the driver (psycopg) itself, in autocommit with explicit BEGIN and COMMIT (`Script`): the claim
+with its COMMIT, the conversation's BEGIN and the first stage's limits travel in one message;
+each later stage's savepoint and limits in one; the final update, with what the stages left
+pending (a savepoint to release or roll back) and the COMMIT, in one. SQLAlchemy, which the
+stages use, is told nothing of these transactions: its own view (a transaction it began for a
+stage's statement) is cleared after each conversation (`SlotConnection.reset`), so every
+conversation starts as a fresh checkout would.
 """
 
 from __future__ import annotations
@@ -147,6 +148,20 @@ class SlotConnection:
         await driver.set_autocommit(True)
         await send(driver, script.prepare)
         return cls(conn, driver, script)
+
+    async def reset(self) -> bool:
+        """After a conversation: clear SQLAlchemy's view of the transaction (a stage's
+        statement made it begin one; the driver's is over). False if the connection cannot be
+        trusted any more."""
+        try:
+            if self.conn.in_transaction() and not self.conn.invalidated:
+                await self.conn.rollback()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("resetting a pipeline connection: %s", type(exc).__name__)
+            return False
+        return not self.conn.invalidated and not self.driver.closed
 
     async def release(self) -> None:
         """Back as the pool lent it before the pool lends it to anyone else (the run's
@@ -367,28 +382,25 @@ def _transaction_gone(driver: psycopg.AsyncConnection[Any]) -> bool:
 async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[Stage],
                            timeouts: Mapping[str, float]) -> ConversationOutcome:
     """The conversation's outcome, its transaction already open (`Script.opening`, sent with
-    the claim). Never raises, except when the run itself is cancelled."""
+    the claim); the caller resets the slot afterwards. Never raises, except when the run
+    itself is cancelled."""
     conn, driver, script = slot.conn, slot.driver, slot.script
     out = ConversationOutcome(claim.conversation_id, "processed")
     pending: list[bytes] = []
     try:
+        if not await _stages(slot, claim, stages, timeouts, out, pending):
+            await driver.rollback()
+            return await _fail(driver, claim, script.owner, out)
         try:
-            if not await _stages(slot, claim, stages, timeouts, out, pending):
-                await driver.rollback()
-                return await _fail(driver, claim, script.owner, out)
-            try:
-                await send(driver, script.finish(claim.conversation_id, pending))
-            except psycopg.Error as exc:
-                if exc.sqlstate != LOST_SQLSTATE:
-                    raise
-                await driver.rollback()
-                out.outcome = "lost"
-                log.warning("conversation %s was recovered or re-claimed while this run "
-                            "processed it: its newer outcome stands", claim.conversation_id)
-            return out
-        finally:
-            if conn.in_transaction() and not conn.invalidated:
-                await conn.rollback()  # SQLAlchemy's view only: the driver's is closed
+            await send(driver, script.finish(claim.conversation_id, pending))
+        except psycopg.Error as exc:
+            if exc.sqlstate != LOST_SQLSTATE:
+                raise
+            await driver.rollback()
+            out.outcome = "lost"
+            log.warning("conversation %s was recovered or re-claimed while this run "
+                        "processed it: its newer outcome stands", claim.conversation_id)
+        return out
     except asyncio.CancelledError:
         raise
     except _ConnectionGone as gone:
@@ -402,8 +414,6 @@ async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[
         out.failure = failure
         try:
             await driver.rollback()
-            if conn.in_transaction():
-                await conn.rollback()
             return await _fail(driver, claim, script.owner, out)
         except asyncio.CancelledError:
             raise

@@ -215,7 +215,7 @@ class _Run:
                     self.claimed.add(claim.conversation_id)
                     outcome = await run_conversation(slot, claim, self.stages, self.timeouts)
                     self.outcomes.append(outcome)
-                    if outcome.outcome == "unresolved" or slot.conn.invalidated:
+                    if outcome.outcome == "unresolved" or not await slot.reset():
                         await _discard(held, slot.conn)
                         held = slot = None
                 except asyncio.CancelledError:
