@@ -2,7 +2,9 @@
 
 A stage is an async function of a StageContext. It runs inside the conversation's transaction,
 under its own savepoint: if it raises or times out, its writes are rolled back and, unless it
-is critical, the next stage runs. `state` carries values from one stage to the next.
+is critical, the next stage runs. `state` carries values from one stage to the next. The
+pipeline owns the transaction: a stage may open savepoints of its own, but a stage that commits
+or rolls back fails its conversation.
 """
 
 from __future__ import annotations
