@@ -355,3 +355,18 @@ def test_each_conversation_starts_with_sqlalchemy_outside_a_transaction(
     assert seen == [False] * 4
     assert statuses(sql) == {"processed": 4}
     assert scalar(sql, "SELECT count(*) FROM conversations WHERE summary = 'seen'") == 4
+
+
+def test_a_schema_without_the_finish_function_claims_nothing(db_url: URL,
+                                                             sql: sa.Engine) -> None:
+    """A jobs image newer than its database's schema (migration 0004 not applied): the run
+    fails at once with the reason, before any conversation is claimed or marked."""
+    add_conversations(sql, 3, idle_minutes=20, messages=0)
+    execute(sql, "DROP FUNCTION crontask_finish_processed(uuid, uuid)")
+    report = process(db_url, recording_free(), batch_size=3, max_concurrent_pipelines=2)
+    assert report.status == "failed"
+    assert "crontask_finish_processed" in (report.error or "")
+    assert (report.counts["claimed"], report.counts["processed"], report.counts["failed"]) == (
+        0, 0, 0)
+    assert statuses(sql) == {"active": 3}
+    assert scalar(sql, "SELECT max(attempts) FROM conversations") == 0
