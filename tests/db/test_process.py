@@ -312,19 +312,22 @@ def test_pipeline_connections_go_back_to_the_pool_as_they_came(db_url: URL,
 
     add_conversations(sql, 6, idle_minutes=20, messages=0)
 
-    async def run_then_check(engine: sa.ext.asyncio.AsyncEngine) -> list[bool]:
+    async def run_then_check(engine: sa.ext.asyncio.AsyncEngine) -> list[tuple[bool, int]]:
         report = await run_process(engine, ProcessOptions(batch_size=6,
                                                           max_concurrent_pipelines=3),
                                    recording_free())
         assert report.counts["processed"] == 6
         conns = [await engine.connect() for _ in range(4)]  # every pooled connection
         try:
-            return [(await driver_of(c)).autocommit for c in conns]
+            return [((await driver_of(c)).autocommit, (await c.execute(sa.text(
+                "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'crontask%'"
+            ))).scalar_one()) for c in conns]
         finally:
             for c in conns:
                 await c.close()
 
-    assert run_async(db_url, run_then_check, pool_size=4) == [False] * 4
+    # Implicit transactions back, and the run's prepared statements deallocated.
+    assert run_async(db_url, run_then_check, pool_size=4) == [(False, 0)] * 4
 
 
 def recording_free() -> list[Stage]:
