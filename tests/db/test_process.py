@@ -364,9 +364,25 @@ def test_a_schema_without_the_finish_function_claims_nothing(db_url: URL,
                                                              sql: sa.Engine) -> None:
     """A jobs image newer than its database's schema (migration 0004 not applied): the run
     fails at once with the reason, before any conversation is claimed or marked."""
+    from crontask_jobs.pipeline.engine import driver_of
+
     add_conversations(sql, 3, idle_minutes=20, messages=0)
     execute(sql, "DROP FUNCTION crontask_finish_processed(uuid, uuid)")
-    report = process(db_url, recording_free(), batch_size=3, max_concurrent_pipelines=2)
+
+    async def run_then_look(engine: sa.ext.asyncio.AsyncEngine) -> tuple[RunReport, list[bool]]:
+        report = await run_process(engine, ProcessOptions(batch_size=3,
+                                                          max_concurrent_pipelines=2),
+                                   recording_free())
+        conns = [await engine.connect() for _ in range(3)]  # every pooled connection
+        try:
+            return report, [(await driver_of(c)).autocommit for c in conns]
+        finally:
+            for c in conns:
+                await c.close()
+
+    report, autocommit = run_async(db_url, run_then_look, pool_size=3)
+    # The slots' half-set-up connections were not lent to the run's bookkeeping.
+    assert autocommit == [False] * 3
     assert report.status == "failed"
     assert "crontask_finish_processed" in (report.error or "")
     assert (report.counts["claimed"], report.counts["processed"], report.counts["failed"]) == (

@@ -146,7 +146,11 @@ class SlotConnection:
     async def take(cls, conn: AsyncConnection, script: Script) -> SlotConnection:
         driver = await driver_of(conn)
         await driver.set_autocommit(True)
-        await send(driver, script.prepare)
+        try:
+            await send(driver, script.prepare)
+        except BaseException:
+            await conn.invalidate()  # half set up: the pool must not lend it to anyone else
+            raise
         return cls(conn, driver, script)
 
     async def reset(self) -> bool:
