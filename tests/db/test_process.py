@@ -27,7 +27,7 @@ from support import (
 )
 
 from crontask_contract.report import RunReport
-from crontask_jobs.pipeline import Stage, StageContext
+from crontask_jobs.pipeline import Stage, StageContext, StageError
 from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages
 from crontask_jobs.tasks.process import ProcessOptions, run_process
 
@@ -312,22 +312,29 @@ def test_pipeline_connections_go_back_to_the_pool_as_they_came(db_url: URL,
 
     add_conversations(sql, 6, idle_minutes=20, messages=0)
 
-    async def run_then_check(engine: sa.ext.asyncio.AsyncEngine) -> list[tuple[bool, int]]:
+    async def run_then_check(
+            engine: sa.ext.asyncio.AsyncEngine) -> list[tuple[bool, int, bool]]:
+        conns = [await engine.connect() for _ in range(4)]  # every pooled connection
+        before = {(await driver_of(c)).prepare_threshold for c in conns}
+        for c in conns:
+            await c.close()
         report = await run_process(engine, ProcessOptions(batch_size=6,
                                                           max_concurrent_pipelines=3),
                                    recording_free())
         assert report.counts["processed"] == 6
-        conns = [await engine.connect() for _ in range(4)]  # every pooled connection
+        conns = [await engine.connect() for _ in range(4)]
         try:
             return [((await driver_of(c)).autocommit, (await c.execute(sa.text(
                 "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'crontask%'"
-            ))).scalar_one()) for c in conns]
+            ))).scalar_one(), {(await driver_of(c)).prepare_threshold} == before)
+                for c in conns]
         finally:
             for c in conns:
                 await c.close()
 
-    # Implicit transactions back, and the run's prepared statements deallocated.
-    assert run_async(db_url, run_then_check, pool_size=4) == [(False, 0)] * 4
+    # Implicit transactions back, the run's prepared statements deallocated, and the driver's
+    # automatic preparing as it was.
+    assert run_async(db_url, run_then_check, pool_size=4) == [(False, 0, True)] * 4
 
 
 def recording_free() -> list[Stage]:
@@ -389,3 +396,30 @@ def test_a_schema_without_the_finish_function_claims_nothing(db_url: URL,
         0, 0, 0)
     assert statuses(sql) == {"active": 3}
     assert scalar(sql, "SELECT max(attempts) FROM conversations") == 0
+
+
+@pytest.mark.parametrize("fails", ["noncritical", "critical"])
+def test_a_slot_goes_on_after_many_rollbacks(db_url: URL, sql: sa.Engine, fails: str) -> None:
+    """One slot, many conversations, each with a statement the driver would prepare after a
+    few runs and a stage that fails (rolled back to its savepoint, or the whole conversation
+    rolled back). A rollback must not cost the slot the statements it prepared for the run
+    (psycopg deallocates every prepared statement on a rollback when it has prepared some
+    itself): every conversation is taken, none is left."""
+    add_conversations(sql, 12, idle_minutes=20, messages=0)
+
+    async def read(ctx: StageContext) -> None:
+        await ctx.conn.execute(sa.text("SELECT count(*) FROM messages"
+                                       " WHERE conversation_id = :id"),
+                               {"id": ctx.conversation_id})
+
+    async def fail(ctx: StageContext) -> None:
+        raise StageError("no")
+
+    report = process(db_url, [Stage("read", read), Stage("fail", fail,
+                                                         critical=fails == "critical")],
+                     batch_size=12, max_concurrent_pipelines=1)
+    assert report.status == "completed", report.error
+    assert "slots_failed" not in report.counts
+    expected = {"critical": (0, 12), "noncritical": (12, 0)}[fails]
+    assert (report.counts["processed"], report.counts["failed"]) == expected
+    assert statuses(sql) == {"processed" if fails == "noncritical" else "failed": 12}

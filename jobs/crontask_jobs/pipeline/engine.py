@@ -141,17 +141,24 @@ class SlotConnection:
     conn: AsyncConnection
     driver: psycopg.AsyncConnection[Any]
     script: Script
+    prepare_threshold: int | None
+    """The driver's own setting, put back by `release`."""
 
     @classmethod
     async def take(cls, conn: AsyncConnection, script: Script) -> SlotConnection:
         driver = await driver_of(conn)
+        threshold = driver.prepare_threshold
         await driver.set_autocommit(True)
+        # psycopg's own automatic preparing is off for the slot's life: once it has prepared
+        # a statement of its own, a rollback (or a ROLLBACK TO SAVEPOINT in a message) makes it
+        # DEALLOCATE ALL, which would take the run's prepared claim and final update with it.
+        driver.prepare_threshold = None
         try:
             await send(driver, script.prepare)
         except BaseException:
             await conn.invalidate()  # half set up: the pool must not lend it to anyone else
             raise
-        return cls(conn, driver, script)
+        return cls(conn, driver, script, threshold)
 
     async def reset(self) -> bool:
         """After a conversation: clear SQLAlchemy's view of the transaction (a stage's
@@ -176,6 +183,7 @@ class SlotConnection:
                 await self.driver.rollback()
                 await send(self.driver, self.script.deallocate)
                 await self.driver.set_autocommit(False)
+                self.driver.prepare_threshold = self.prepare_threshold
                 return
         except asyncio.CancelledError:
             raise
