@@ -401,7 +401,6 @@ async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[
     pending: list[bytes] = []
     try:
         if not await _stages(slot, claim, stages, timeouts, out, pending):
-            await driver.rollback()
             return await _fail(driver, claim, script.owner, out)
         try:
             await send(driver, script.finish(claim.conversation_id, pending))
@@ -425,7 +424,6 @@ async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[
                                "failed" if out.failure else "active")
         out.failure = failure
         try:
-            await driver.rollback()
             return await _fail(driver, claim, script.owner, out)
         except asyncio.CancelledError:
             raise
@@ -437,7 +435,9 @@ async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[
 
 async def _fail(driver: psycopg.AsyncConnection[Any], claim: Claim, owner: uuid.UUID,
                 out: ConversationOutcome) -> ConversationOutcome:
-    """Mark it failed: one statement, in autocommit."""
+    """Roll back what the conversation wrote, then mark it failed: one statement, in
+    autocommit."""
+    await driver.rollback()
     marked = await driver.execute(FINISH_FAILED, {"id": claim.conversation_id, "owner": owner,
                                                   "reason": out.failure or ""})
     out.outcome = "failed" if marked.rowcount == 1 else "lost"
