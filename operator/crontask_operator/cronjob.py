@@ -80,6 +80,8 @@ def task_args(spec: CronTaskSpec) -> list[str]:
         args += ["--window", str(p["window"])]
         if p.get("maxDecayPerRun") is not None:
             args += ["--max-decay-per-run", str(p["maxDecayPerRun"])]
+        if p.get("workers") is not None:
+            args += ["--workers", str(p["workers"])]
     elif spec.task == "process":
         args += ["--idle-after", str(p["idleAfter"]), "--batch-size", str(p["batchSize"]),
                  "--max-concurrent-pipelines", str(p["maxConcurrentPipelines"])]

@@ -84,6 +84,8 @@ def test_time_zone_is_explicit_utc_and_policy_forbid_by_default() -> None:
      ["recover", "--stale-after", "20m", "--abandoned-after", "2h"]),
     ("decay", {"decay": {"maxDecayPerRun": 5}},
      ["decay", "--window", "50m", "--max-decay-per-run", "5"]),
+    ("decay", {"decay": {"workers": 4, "window": "30m"}},
+     ["decay", "--window", "30m", "--workers", "4"]),
     ("process", {"process": {"stageTimeouts": {"summarise": "30s"}, "maxInFlight": 40,
                              "pipeline": "default"}},
      ["process", "--idle-after", "15m", "--batch-size", "10", "--max-concurrent-pipelines", "10",

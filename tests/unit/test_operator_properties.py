@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from operator_helpers import NOW
 
 from crontask_contract.durations import DURATION_PATTERN, DurationError, duration_seconds
+from crontask_jobs.cli import parse
 from crontask_operator import crd, quantities, schemacheck
-from crontask_operator.cronjob import JobDefaults, Owner, build_cronjob
+from crontask_operator.cronjob import JobDefaults, Owner, build_cronjob, task_args
 from crontask_operator.drift import canonical, drifted
 from crontask_operator.outcomes import job_result, pod_result
 from crontask_operator.patches import apply_merge_patch, merge_patch
@@ -209,3 +210,14 @@ def test_positive_duration_pattern_is_the_duration_pattern_minus_zero(text: str)
 
 def test_now_is_fixed() -> None:
     assert NOW.tzinfo is dt.UTC
+
+
+@given(specs())
+def test_the_job_accepts_every_command_line_the_operator_builds(spec: dict[str, Any]) -> None:
+    """The operator and the jobs agree on every parameter: a spec the operator admits never
+    becomes a CronJob whose job refuses its own flags (exit 2 every run)."""
+    if not isinstance(decide(observed(spec), NOW), Timing):
+        return
+    args = task_args(parse_spec(spec))
+    invocation = parse(args, {"DATABASE_URL": "postgresql://crontask@db/crontask"})
+    assert invocation.task == spec["task"]
