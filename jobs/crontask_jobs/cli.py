@@ -76,6 +76,8 @@ TASK_OPTS: Final[dict[str, tuple[Opt, ...]]] = {
             "skip when a decay completed within this window (50m)"),
         Opt("--max-decay-per-run", config.points, "10",
             "the most points one run takes from a user, at least 0.01 (10)"),
+        Opt("--workers", config.decay_workers, "2",
+            "connections that decay users at once, 1 to 16; one below 50,000 users (2)"),
     ),
     "process": (
         Opt("--idle-after", config.duration, "15m",
@@ -259,12 +261,14 @@ async def _run_task(inv: Invocation, target: DatabaseTarget) -> RunReport:
                                pool_size=min(options.max_concurrent_pipelines,
                                              options.batch_size) + 1) as engine:
             return await run_process(engine, options, stages)
+    if inv.task == "decay":
+        decay = DecayOptions(o["window"], o["max_decay_per_run"], workers=o["workers"])
+        async with open_engine(target, task="decay", pool_size=decay.pool_size,
+                               limits=SessionLimits()) as engine:
+            return await run_decay(engine, decay)
     async with open_engine(target, task=inv.task, pool_size=2,
                            limits=SessionLimits()) as engine:
-        if inv.task == "recover":
-            return await run_recover(engine, RecoverOptions(o["stale_after"],
-                                                            o["abandoned_after"]))
-        return await run_decay(engine, DecayOptions(o["window"], o["max_decay_per_run"]))
+        return await run_recover(engine, RecoverOptions(o["stale_after"], o["abandoned_after"]))
 
 
 def _migrate(target: DatabaseTarget) -> RunReport:

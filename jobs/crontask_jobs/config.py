@@ -67,6 +67,11 @@ def pipelines(text: str) -> int:
     return bounded_int(text, 1_000)
 
 
+def decay_workers(text: str) -> int:
+    """Each worker is a connection busy for the whole run: a few use a server's cores."""
+    return bounded_int(text, 16)
+
+
 def in_flight(text: str) -> int:
     return bounded_int(text, 2**31 - 1)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -169,3 +169,77 @@ def test_sixteen_concurrent_runs_apply_decay_once(db_url: URL, sql: sa.Engine) -
     assert scalar(sql, "SELECT count(DISTINCT user_id) FROM score_history") == 2000
     assert scalar(sql, "SELECT count(*) FROM job_executions WHERE status = 'completed'") == 1
     assert scalar(sql, "SELECT count(*) FROM job_executions WHERE status = 'skipped'") == n - 1
+
+
+def seed_spread(sql: sa.Engine, n: int) -> None:
+    """`n` users over every chapter, scores and clocks spread, many sharing one clock (so a
+    range's cut falls among equal times and the id decides)."""
+    execute(sql, """INSERT INTO users (chapter, relationship_score, last_interaction_at)
+                    SELECT 1 + i % 5, 20 + i % 80, now() - make_interval(hours => 80 + i % 7)
+                      FROM generate_series(1, :n) AS i""", {"n": n})
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_several_connections_decay_every_user_exactly_once(
+        db_url: URL, sql: sa.Engine, workers: int) -> None:
+    seed_spread(sql, 3000)
+    before = {r.id: UserState(r.chapter, r.relationship_score, r.last_interaction_at,
+                              r.last_decayed_at) for r in rows(sql, "SELECT * FROM users")}
+    report = decay(db_url, chunk_size=40, workers=workers, parallel_from=0)
+    assert report.status is RunStatus.COMPLETED, report
+    assert report.counts["users_decayed"] == 3000
+    result = scalar(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
+    assert result["workers"] == workers
+    assert result["ranges"] > 5  # the chapters were cut, not only shared out
+    assert result["chunks"] >= 3000 // 40
+    per_user = dict(rows(sql, "SELECT user_id, count(*) FROM score_history GROUP BY user_id"))
+    assert len(per_user) == 3000 and set(per_user.values()) == {1}
+    now = datetime.fromisoformat(result["decayed_at"])
+    for uid, score in rows(sql, "SELECT id, relationship_score FROM users"):
+        expected = compute_decay(before[uid], now)
+        assert expected is not None and score == expected.score_after, uid
+
+
+def test_below_the_parallel_threshold_one_connection_walks_whole_chapters(
+        db_url: URL, sql: sa.Engine) -> None:
+    seed_spread(sql, 500)
+    execute(sql, "ANALYZE users")
+    report = decay(db_url, chunk_size=40, workers=4, parallel_from=501)
+    assert report.counts["users_decayed"] == 500
+    result = scalar(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
+    assert (result["workers"], result["ranges"]) == (1, 5)
+    execute(sql, "DELETE FROM job_executions")
+    execute(sql, "UPDATE users SET last_decayed_at = NULL, relationship_score = 50")
+    report = decay(db_url, chunk_size=40, workers=4, parallel_from=500)
+    result = scalar(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
+    assert report.counts["users_decayed"] == 500 and result["workers"] > 1
+
+
+def test_more_workers_than_the_pool_can_lend_use_what_it_has(db_url: URL, sql: sa.Engine) -> None:
+    seed_spread(sql, 600)
+    report = run_async(db_url, lambda e: run_decay(e, DecayOptions(
+        chunk_size=40, workers=8, parallel_from=0)), pool_size=3)
+    assert report.counts["users_decayed"] == 600
+    result = scalar(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
+    assert result["workers"] == 2  # one connection of three is kept to record the outcome
+
+
+def test_users_last_seen_at_minus_infinity_are_decayed_not_a_crash(
+        db_url: URL, sql: sa.Engine) -> None:
+    seed_spread(sql, 300)
+    execute(sql, "UPDATE users SET last_interaction_at = '-infinity' WHERE chapter = 2")
+    before = dict(rows(sql, "SELECT id, relationship_score FROM users WHERE chapter = 2"))
+    for workers in (1, 3):
+        execute(sql, "DELETE FROM job_executions; DELETE FROM score_history;"
+                     " UPDATE users SET last_decayed_at = NULL")
+        execute(sql, "UPDATE users SET relationship_score = 20 + (abs(hashtext(id::text)) % 80)"
+                     " WHERE chapter <> 2")
+        for uid, score in before.items():
+            execute(sql, "UPDATE users SET relationship_score = :s WHERE id = :id",
+                    {"s": score, "id": uid})
+        report = decay(db_url, chunk_size=25, workers=workers, parallel_from=0)
+        assert report.status is RunStatus.COMPLETED, report
+        assert report.counts["users_decayed"] == 300
+        # Past grace for ever: charged the cap (10 points), like anyone past it for long.
+        after = dict(rows(sql, "SELECT id, relationship_score FROM users WHERE chapter = 2"))
+        assert after == {uid: score - 10 for uid, score in before.items()}

@@ -177,3 +177,100 @@ def test_a_decay_cut_off_midway_is_finished_exactly_by_the_next_run(
     statuses = sorted(r[0] for r in rows(sql, "SELECT status FROM job_executions"))
     assert statuses == ["completed", "failed"]
     no_stranded_work(sql)
+
+
+PARALLEL_USERS = """
+INSERT INTO users (chapter, relationship_score, last_interaction_at)
+SELECT 1 + i % 5, 90, now() - make_interval(hours => 100, secs => i % 900)
+  FROM generate_series(1, 60000) AS i
+RETURNING id, chapter, relationship_score, last_interaction_at"""
+"""Above the 50,000 users from which decay walks them on more than one connection."""
+
+
+def test_a_parallel_decay_cut_off_midway_is_finished_exactly_by_the_next_run(
+        server: Server, database: str, url: str, sql: sa.Engine) -> None:
+    users = rows(sql, PARALLEL_USERS)
+    execute(sql, "ANALYZE users")
+    target = sorted(users, key=lambda u: (u.chapter, u.last_interaction_at, u.id))[30000].id
+    execute(sql, f"""
+        CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.user_id = '{target}' THEN PERFORM pg_sleep(60); END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER stall AFTER INSERT ON score_history
+            FOR EACH ROW EXECUTE FUNCTION stall();""")
+    proc = popen(["decay", "--workers", "2"], url)
+    try:
+        pid = wait_until(lambda: scalar(sql, "SELECT pid FROM pg_stat_activity WHERE"
+                                             " application_name = 'crontask-job decay'"
+                                             " AND wait_event = 'PgSleep'"),
+                         "one of the decay's chunks to stall")
+        assert scalar(sql, "SELECT pg_terminate_backend(:pid)", {"pid": pid})
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert proc.returncode == 1, err
+    report = report_of(out)
+    assert (report["status"], report["reason"]) == ("failed", "backend_terminated")
+    # What the report counts is exactly what was committed: the other connection's chunks
+    # included, the stalled chunk not.
+    decayed = report["counts"]["users_decayed"]
+    assert 0 < decayed < 60000
+    assert scalar(sql, "SELECT count(*) FROM score_history") == decayed
+    assert scalar(sql, "SELECT count(*) FROM users WHERE last_decayed_at IS NOT NULL") == decayed
+    execute(sql, "DROP TRIGGER stall ON score_history")
+    rerun = cli(["decay", "--workers", "2"], url, timeout=120)
+    again = report_of(rerun.stdout)
+    assert again["status"] == "completed", rerun.stderr
+    per_user = dict(rows(sql, "SELECT user_id, count(*) AS n FROM score_history"
+                              " GROUP BY user_id"))
+    assert len(per_user) == 60000 and set(per_user.values()) <= {1, 2}
+    [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
+    assert result.result["workers"] == 2
+    now = datetime.fromisoformat(result.result["decayed_at"])
+    final = dict(rows(sql, "SELECT id, relationship_score FROM users"))
+    for u in users:  # all of the time, charged once: to the cent, as one run would
+        expected = compute_decay(UserState(u.chapter, u.relationship_score,
+                                           u.last_interaction_at, None), now)
+        assert expected is not None
+        assert abs(final[u.id] - expected.score_after) <= Decimal("0.01")
+    no_stranded_work(sql)
+
+
+@pytest.mark.parametrize("own_server", [SMALL], indirect=True)
+def test_a_decay_connection_that_cannot_open_leaves_its_share_to_the_other(
+        own_server: Server) -> None:
+    url, sql = fresh(own_server)
+    execute(sql, PARALLEL_USERS)
+    execute(sql, "ANALYZE users")
+    hogs = [sa.create_engine(own_server.url(own_server.template).replace(
+        "postgresql://", "postgresql+psycopg://"), poolclass=sa.pool.NullPool)
+        for _ in range(4)]
+    held = [engine.connect() for engine in hogs]  # four of the role's five slots
+    try:
+        proc = popen(["decay", "--workers", "2"], url)
+        # The run's second connection is refused as it starts; once a chunk has committed,
+        # the slots come back, so the run can record its outcome.
+        wait_until(lambda: scalar(sql, "SELECT count(*) FROM score_history") > 0,
+                   "the decay's first chunk")
+    finally:
+        for conn in held:
+            conn.close()
+        for engine in hogs:
+            engine.dispose()
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        reap(proc)
+    assert proc.returncode == 0, err
+    report = report_of(out)
+    assert report["status"] == "completed", (report, err)
+    assert report["counts"]["users_decayed"] == 60000
+    assert "a connection could not be opened" in err
+    [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
+    assert result.result["workers"] == 1
+    assert scalar(sql, "SELECT count(DISTINCT user_id) FROM score_history") == 60000
+    assert scalar(sql, "SELECT count(*) FROM score_history") == 60000
+    no_stranded_work(sql)
+    sql.dispose()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from crontask_contract.report import decode
 from crontask_jobs.cli import EXIT_USAGE, UsageError, parse, run, scan
+from crontask_jobs.tasks.decay import DecayOptions
 
 URL = "postgresql://app:hunter2@db.example:5432/app"
 
@@ -27,7 +28,8 @@ def test_defaults() -> None:
     assert parse(["recover"], {}).options == {"stale_after": timedelta(minutes=30),
                                               "abandoned_after": timedelta(hours=2)}
     assert parse(["decay"], {}).options == {"window": timedelta(minutes=50),
-                                            "max_decay_per_run": Decimal(10)}
+                                            "max_decay_per_run": Decimal(10),
+                                            "workers": DecayOptions().workers}
 
 
 def test_environment_and_flag_precedence() -> None:
@@ -69,6 +71,9 @@ def test_environment_and_flag_precedence() -> None:
     (["decay", "--max-decay-per-run", "0"], {}, "from 0.01 (one cent)"),
     (["decay", "--max-decay-per-run", "NaN"], {}, "from 0.01 (one cent)"),
     (["decay", "--max-decay-per-run", "sNaN"], {}, "from 0.01 (one cent)"),
+    (["decay", "--workers", "0"], {}, "--workers: '0' must be an integer from 1 to 16"),
+    (["decay", "--workers", "17"], {}, "from 1 to 16"),
+    (["decay"], {"CRONTASK_WORKERS": "two"}, "CRONTASK_WORKERS: 'two' is not a positive integer"),
     (["--log-level", "LOUD", "decay"], {}, "not a log level"),
     (["decay", "--log-format", "xml"], {}, "--log-format: 'xml' is not a log format"),
     (["frobnicate"], {}, "invalid choice"),

@@ -28,6 +28,12 @@ chunk is taken by the exact scan instead: an unlocked page of the index, then it
 skipped. After a failed attempt the next 1, 2, 4 ... 64 chunks go straight to the exact scan
 (`_Contention`); `exact_chunks` in the run's result says how many did.
 
+**Several connections.** PostgreSQL runs a statement on one core. From `parallel_from` users
+(the planner's estimate) up to `workers` connections walk the chapters at once, each chapter
+cut into key ranges at keys of a small sample (`decay_ranges`); the connection holding the
+run's lock is one of them, so its session is never idle. Each range is walked exactly as a
+whole chapter is on one connection.
+
 **Chunk size.** 5,000 users: a chunk holds its locks for about 0.1-0.2 s on two cores (the
 run's result records the longest, `longest_chunk_ms`), and the per-chunk cost (three round
 trips, planning) stays under 1% of the run at 1M users (200 chunks). Each chunk commits with
@@ -40,6 +46,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -50,7 +57,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crontask_contract.report import RunReport, RunStatus, SkipReason
-from crontask_jobs.db import connection
+from crontask_jobs.db import ConnectFailed, connection
+from crontask_jobs.decay_ranges import KeyRange, split_ranges, whole_chapters
 from crontask_jobs.decay_rules import CHAPTER_RULES, DEFAULT_MAX_DECAY_PER_RUN, cents
 from crontask_jobs.faults import LOCK_TIMEOUT, SERIALIZATION_FAILURE, Fault, classify
 from crontask_jobs.repositories import JobExecutionRepository
@@ -61,8 +69,9 @@ log = logging.getLogger(__name__)
 JOB_NAME: Final = "decay"
 DEFAULT_WINDOW: Final = timedelta(minutes=50)
 DEFAULT_CHUNK_SIZE: Final = 5000
+DEFAULT_WORKERS: Final = 2
+PARALLEL_FROM_USERS: Final = 50_000
 DECAY_LOCK_KEY: Final = 0x6372_6F6E_6465_63  # "crondec"
-_FIRST_KEY: Final = ("-infinity", "00000000-0000-0000-0000-000000000000")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,15 @@ class DecayOptions:
     window: timedelta = DEFAULT_WINDOW
     max_decay_per_run: Decimal = DEFAULT_MAX_DECAY_PER_RUN
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    workers: int = DEFAULT_WORKERS
+    """Connections that walk the users at once (one of them holds the run's lock)."""
+    parallel_from: int = PARALLEL_FROM_USERS
+    """Below this many users (the planner's estimate) one connection walks them all."""
+
+    @property
+    def pool_size(self) -> int:
+        """The engine's connections: the workers, and one to record the outcome with."""
+        return self.workers + 1
 
 
 # What every chunk does with the users it holds (`locked`: row_id, id, relationship_score,
@@ -147,19 +165,25 @@ WITH locked AS (
        AND relationship_score > 0
        AND last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
        AND (last_interaction_at, id) > (CAST(:after_t AS timestamptz), CAST(:after_id AS uuid))
+       AND (last_interaction_at, id) <= (CAST(:until_t AS timestamptz), CAST(:until_id AS uuid))
      ORDER BY last_interaction_at, id
      LIMIT :chunk
        FOR NO KEY UPDATE NOWAIT
 ),"""
+# Where the next chunk starts. The driver cannot load an infinite timestamp, and the only one a
+# chunk can end on is '-infinity' (later than every grace's end is never past it): NULL says so.
+_LAST_T: Final = ("CASE WHEN isfinite(k.last_interaction_at) THEN k.last_interaction_at END"
+                  " AS last_t")
 _LOCK_AS_READ_RESULT: Final = """
-SELECT l.n AS page_rows, k.last_interaction_at AS last_t, k.id AS last_id, 0 AS skipped,
+SELECT l.n AS page_rows, {last_t}, k.id AS last_id, 0 AS skipped,
        h.decayed, h.game_over, h.points
   FROM (SELECT count(*) AS n FROM locked) AS l
   LEFT JOIN LATERAL (SELECT last_interaction_at, id FROM locked
                       ORDER BY last_interaction_at DESC, id DESC LIMIT 1) AS k ON true
 """
 # Constant fragments only: no value is ever formatted into the text.
-DECAY_CHUNK: Final = sa.text(_LOCK_AS_READ + _APPLY + _LOCK_AS_READ_RESULT + _TOTALS)
+DECAY_CHUNK: Final = sa.text(
+    _LOCK_AS_READ + _APPLY + _LOCK_AS_READ_RESULT.format(last_t=_LAST_T) + _TOTALS)
 
 # A chunk that met someone else's lock (READ COMMITTED). `page` walks the keyset index without
 # locking (it only decides where the chunk ends); `locked` takes the rows of the page that
@@ -177,6 +201,7 @@ WITH page AS (
        AND chapter = :chapter
        AND last_interaction_at < CAST(:now AS timestamptz) - make_interval(secs => :grace_s)
        AND (last_interaction_at, id) > (CAST(:after_t AS timestamptz), CAST(:after_id AS uuid))
+       AND (last_interaction_at, id) <= (CAST(:until_t AS timestamptz), CAST(:until_id AS uuid))
      ORDER BY last_interaction_at, id
      LIMIT :chunk
 ),
@@ -192,14 +217,15 @@ locked AS (
        FOR NO KEY UPDATE OF u SKIP LOCKED
 ),"""
 _SKIP_LOCKED_RESULT: Final = """
-SELECT p.n AS page_rows, k.last_interaction_at AS last_t, k.id AS last_id,
+SELECT p.n AS page_rows, {last_t}, k.id AS last_id,
        p.positive - l.n AS skipped, h.decayed, h.game_over, h.points
   FROM (SELECT count(*) AS n, count(*) FILTER (WHERE positive) AS positive FROM page) AS p
  CROSS JOIN (SELECT count(*) AS n FROM locked) AS l
   LEFT JOIN LATERAL (SELECT last_interaction_at, id FROM page
                       ORDER BY last_interaction_at DESC, id DESC LIMIT 1) AS k ON true
 """
-DECAY_CHUNK_EXACT: Final = sa.text(_SKIP_LOCKED + _APPLY + _SKIP_LOCKED_RESULT + _TOTALS)
+DECAY_CHUNK_EXACT: Final = sa.text(
+    _SKIP_LOCKED + _APPLY + _SKIP_LOCKED_RESULT.format(last_t=_LAST_T) + _TOTALS)
 
 # First in every chunk's transaction. The history rows a chunk writes name only users it
 # updated (and holds) in the same statement, so score_history's check that they exist has
@@ -247,6 +273,10 @@ class Progress:
     exact_chunks: int = 0
     """Chunks done again (or first) by the skip-and-count scan, because of someone's lock."""
     longest_chunk_s: float = 0.0
+    workers: int = 0
+    """Connections that walked the users (fewer than planned if one could not be opened)."""
+    ranges: int = 0
+    """Key ranges the users were split into (one per chapter on one connection)."""
     """The longest chunk transaction: no user row was locked by this run for longer."""
 
     def counts(self) -> dict[str, int]:
@@ -254,37 +284,43 @@ class Progress:
                 "points_decayed": round(self.points), "skipped_locked": self.skipped}
 
 
-async def decay_all(conn: AsyncConnection, options: DecayOptions, now: datetime,
-                    execution_id: uuid.UUID, progress: Progress) -> None:
-    """Every chunk of every chapter, then the active users at 0; one transaction each."""
-    cap_cents = cents(options.max_decay_per_run)
-    contention = _Contention()
-    for chapter, rule in sorted(CHAPTER_RULES.items()):
-        after: tuple[Any, Any] = _FIRST_KEY
-        while True:
-            params = {"chapter": chapter, "rate": rule.rate_per_hour,
-                      "grace_s": rule.grace.total_seconds(), "cap_cents": cap_cents, "now": now,
-                      "after_t": after[0], "after_id": after[1], "chunk": options.chunk_size,
-                      "execution_id": execution_id}
-            row = None
-            if contention.try_one_pass():
-                try:
-                    row = await _chunk(conn, DECAY_CHUNK, params, "REPEATABLE READ", progress)
-                except DBAPIError as exc:
-                    if classify(exc).reason not in _MET_A_LOCK:
-                        raise
-                contention.one_pass_done(met_a_lock=row is None)
-            if row is None:
-                row = await _chunk(conn, DECAY_CHUNK_EXACT, params, "READ COMMITTED", progress)
-                progress.exact_chunks += 1
-            progress.chunks += 1
-            progress.decayed += row.decayed
-            progress.game_over += row.game_over
-            progress.points += row.points
-            progress.skipped += row.skipped
-            if row.page_rows < options.chunk_size:
-                break
-            after = (row.last_t, row.last_id)
+async def decay_all(engine: AsyncEngine, conn: AsyncConnection, options: DecayOptions,
+                    now: datetime, execution_id: uuid.UUID, progress: Progress) -> None:
+    """Every chunk of every chapter, then the active users at 0; one transaction each.
+
+    `conn` (the one holding the run's lock) always works; up to `options.workers - 1` more
+    connections from `engine` join it on a large table (`_plan`). A connection that cannot
+    be opened is done without: the others take its share."""
+    ranges, workers = await _plan(engine, conn, options, now)
+    progress.ranges = len(ranges)
+    queue = deque(ranges)
+    failures: list[BaseException] = []
+
+    async def work(c: AsyncConnection) -> None:
+        progress.workers += 1
+        contention = _Contention()
+        while queue and not failures:
+            await _walk(c, queue.popleft(), options, now, execution_id, progress, contention)
+
+    async def own() -> None:
+        try:
+            await work(conn)
+        except Exception as exc:
+            failures.append(exc)  # the others stop after their chunk in flight
+
+    async def extra() -> None:
+        try:
+            async with connection(engine) as c:
+                await work(c)
+        except ConnectFailed as exc:
+            log.warning("decay: a connection could not be opened (%s); the others carry on",
+                        type(exc.__cause__).__name__)
+        except Exception as exc:
+            failures.append(exc)
+
+    await asyncio.gather(own(), *(extra() for _ in range(workers - 1)))
+    if failures:
+        raise failures[0]
     await conn.execution_options(isolation_level="READ COMMITTED")
     while True:
         async with conn.begin():
@@ -293,6 +329,84 @@ async def decay_all(conn: AsyncConnection, options: DecayOptions, now: datetime,
         if row.ended < options.chunk_size:
             progress.skipped += row.remaining - row.ended
             break
+
+
+async def _walk(conn: AsyncConnection, key_range: KeyRange, options: DecayOptions,
+                now: datetime, execution_id: uuid.UUID, progress: Progress,
+                contention: _Contention) -> None:
+    """One range, chunk after chunk along the keyset, each chunk its own transaction."""
+    rule = CHAPTER_RULES[key_range.chapter]
+    after = key_range.after
+    while True:
+        params = {"chapter": key_range.chapter, "rate": rule.rate_per_hour,
+                  "grace_s": rule.grace.total_seconds(),
+                  "cap_cents": cents(options.max_decay_per_run), "now": now,
+                  "after_t": after[0], "after_id": after[1],
+                  "until_t": key_range.until[0], "until_id": key_range.until[1],
+                  "chunk": options.chunk_size, "execution_id": execution_id}
+        row = None
+        if contention.try_one_pass():
+            try:
+                row = await _chunk(conn, DECAY_CHUNK, params, "REPEATABLE READ", progress)
+            except DBAPIError as exc:
+                if classify(exc).reason not in _MET_A_LOCK:
+                    raise
+            contention.one_pass_done(met_a_lock=row is None)
+        if row is None:
+            row = await _chunk(conn, DECAY_CHUNK_EXACT, params, "READ COMMITTED", progress)
+            progress.exact_chunks += 1
+        progress.chunks += 1
+        progress.decayed += row.decayed
+        progress.game_over += row.game_over
+        progress.points += row.points
+        progress.skipped += row.skipped
+        if row.page_rows < options.chunk_size:
+            return
+        after = (row.last_t if row.last_t is not None else "-infinity", row.last_id)
+
+
+# How many users the planner's statistics say `users` holds (-1: never analyzed), and a sample
+# of the keys decay walks: a few thousand rows, read a few pages at a time (SYSTEM sampling
+# reads whole pages, not the table). Only finite clocks: the driver cannot load an infinite
+# timestamp, and the sentinels of decay_ranges bound those users anyway.
+USERS_ESTIMATE: Final = sa.text(
+    "SELECT reltuples FROM pg_class WHERE oid = to_regclass('users')")
+KEY_SAMPLE: Final = sa.text("""
+SELECT chapter, last_interaction_at, id
+  FROM users TABLESAMPLE SYSTEM (:percent)
+ WHERE game_status = 'active' AND relationship_score > 0 AND isfinite(last_interaction_at)
+""")
+_SAMPLE_ROWS: Final = 4000
+
+
+async def _plan(engine: AsyncEngine, conn: AsyncConnection, options: DecayOptions,
+                now: datetime) -> tuple[list[KeyRange], int]:
+    """The ranges to walk and how many connections walk them: one connection and one range
+    per chapter below `parallel_from` users (by the planner's estimate), or when the engine
+    has no connection to spare; else ranges cut at keys of a sample."""
+    chapters = sorted(CHAPTER_RULES)
+    spare = max(0, _pool_size(engine) - 1)  # the run's lock holder is one of the pool's own
+    workers = max(1, min(options.workers, spare))
+    await conn.execution_options(isolation_level="READ COMMITTED")
+    async with conn.begin():
+        estimate = (await conn.execute(USERS_ESTIMATE)).scalar_one_or_none()
+        estimate = max(0.0, float(estimate or 0))  # -1: never analyzed
+        if workers == 1 or estimate < options.parallel_from:
+            return whole_chapters(chapters), 1
+        fraction = min(1.0, _SAMPLE_ROWS / max(estimate, 1.0))
+        sampled = (await conn.execute(KEY_SAMPLE, {"percent": fraction * 100})).all()
+    sample: dict[int, list[tuple[datetime, uuid.UUID]]] = {}
+    for chapter, seen, uid in sampled:
+        rule = CHAPTER_RULES.get(chapter)
+        if rule is not None and seen + rule.grace < now:
+            sample.setdefault(chapter, []).append((seen, uid))
+    ranges = split_ranges(chapters, sample, fraction, workers, options.chunk_size)
+    return ranges, min(workers, len(ranges))
+
+
+def _pool_size(engine: AsyncEngine) -> int:
+    size = getattr(engine.pool, "size", None)
+    return int(size()) if callable(size) else 1
 
 
 @dataclass
@@ -379,7 +493,7 @@ async def _decay_locked(engine: AsyncEngine, conn: AsyncConnection, options: Dec
     progress = Progress()
     fault: Fault | None = None
     try:
-        await decay_all(conn, options, at, execution_id, progress)
+        await decay_all(engine, conn, options, at, execution_id, progress)
     except asyncio.CancelledError:
         fault = Fault(TERMINATED, "the run was terminated (SIGTERM) between or during chunks")
     except Exception as exc:
@@ -388,6 +502,7 @@ async def _decay_locked(engine: AsyncEngine, conn: AsyncConnection, options: Dec
     details = {"points_decayed_exact": str(progress.points), "chunks": progress.chunks,
                "exact_chunks": progress.exact_chunks,
                "longest_chunk_ms": round(progress.longest_chunk_s * 1000, 1),
+               "workers": progress.workers, "ranges": progress.ranges,
                "max_decay_per_run": str(options.max_decay_per_run),
                "decayed_at": at.astimezone(UTC).isoformat()}
 
