@@ -86,6 +86,9 @@ async def run(job: str, spec: dict[str, Any]) -> dict[str, Any]:
                                  max_concurrent_pipelines=spec["concurrency"])
         limits = limits_for_process(resolve_timeouts(stages, {}, None).values())
         pool = min(options.max_concurrent_pipelines, options.batch_size) + 1
+    elif job == "decay":
+        decay = DecayOptions(**spec)
+        limits, pool = SessionLimits(), decay.pool_size
     else:
         limits, pool = SessionLimits(), 2
     t0 = time.perf_counter()
@@ -103,7 +106,7 @@ async def run(job: str, spec: dict[str, Any]) -> dict[str, Any]:
         if job == "recover":
             report = await run_recover(engine, RecoverOptions())
         elif job == "decay":
-            report = await run_decay(engine, DecayOptions())
+            report = await run_decay(engine, decay)
         else:
             report = await run_process(engine, options, stages)
         if profile:
@@ -117,7 +120,8 @@ async def run(job: str, spec: dict[str, Any]) -> dict[str, Any]:
     out = {"seconds": seconds, "startup_seconds": startup, "python_cpu_seconds": cpu,
            "status": str(report.status), "counts": report.counts,
            "details": {k: v for k, v in (result or {}).items()
-                       if k in ("chunks", "exact_chunks", "longest_chunk_ms")},
+                       if k in ("chunks", "exact_chunks", "longest_chunk_ms", "workers",
+                                    "ranges")},
            "stage_timings": {k: {"n": t.count, "mean_ms": t.total_ms / max(t.count, 1)}
                              for k, t in report.stage_timings.items()},
            "rss_ready_kib": rss_ready,

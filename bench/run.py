@@ -115,6 +115,10 @@ def bench_recover(template: URL) -> Result:
 
 def bench_decay(template: URL, rows: int, *, contended: bool) -> Result:
     out: Result = {}
+    with dbs.copy_of(template, "decay_one") as db:
+        say(f"decay of {rows:,} users on one connection (--workers 1)")
+        out["one"] = job(db, "decay", {"workers": 1})
+        assert out["one"]["counts"]["users_decayed"] == rows, out["one"]["counts"]
     with dbs.copy_of(template, "decay") as decayed:
         wal0 = dbs.wal_lsn(decayed)
         say(f"decay of {rows:,} users")
@@ -337,10 +341,19 @@ def print_size(r: Result) -> None:
     print(f"| decay against the floor on a bare copy (no secondary index, no trigger) | |"
           f" {secs(dec['bare']['seconds'])} | {secs(ours_d['seconds'])}"
           f" | {ours_d['seconds'] / dec['bare']['seconds']:.2f}x | | |")
+    if "one" in dec:
+        one = dec["one"]
+        print(f"| decay on one connection (--workers 1): against the floor; the bare floor"
+              f" | {secs(nv['decay_s'])} | {secs(dec['floor']['seconds'])}"
+              f" | {secs(one['seconds'])} | {one['seconds'] / dec['floor']['seconds']:.2f}x;"
+              f" {one['seconds'] / dec['bare']['seconds']:.2f}x"
+              f" | {nv['decay_s'] / one['seconds']:.1f}x | {rss(one)} |")
     wal = {k: v["wal_bytes"] / rows for k, v in (("crontask", ours_d), ("floor", dec["floor"]),
                                                   ("bare", dec["bare"]))}
     fl, bare = dec["floor"]["parts"], dec["bare"]["parts"]
-    print(f"\ndecay: {ours_d['details'].get('chunks')} chunks"
+    print(f"\ndecay: {ours_d['details'].get('workers')} connection(s),"
+          f" {ours_d['details'].get('ranges')} key ranges,"
+          f" {ours_d['details'].get('chunks')} chunks"
           f" ({ours_d['details'].get('exact_chunks')} by the skip-locked scan), longest chunk"
           f" {ours_d['details'].get('longest_chunk_ms')} ms;"
           f" start-up {ours_d['startup_seconds']:.2f} s."
