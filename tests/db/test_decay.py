@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from support import add_user, execute, rows, run_async, run_simultaneously, scalar
+from support import (
+    add_user,
+    execute,
+    rows,
+    run_async,
+    run_simultaneously,
+    scalar,
+    target_of,
+)
 
 from crontask_contract.report import RunReport, RunStatus, SkipReason
+from crontask_jobs.db import open_engine
 from crontask_jobs.decay_rules import UserState, compute_decay
+from crontask_jobs.session import SessionLimits
+from crontask_jobs.tasks import decay as decay_task
 from crontask_jobs.tasks.decay import DECAY_LOCK_KEY, DecayOptions, run_decay
 
 pytestmark = pytest.mark.db
@@ -243,3 +257,67 @@ def test_users_last_seen_at_minus_infinity_are_decayed_not_a_crash(
         # Past grace for ever: charged the cap (10 points), like anyone past it for long.
         after = dict(rows(sql, "SELECT id, relationship_score FROM users WHERE chapter = 2"))
         assert after == {uid: score - 10 for uid, score in before.items()}
+
+
+def test_when_one_connection_fails_the_others_stop_after_their_chunk(
+        db_url: URL, sql: sa.Engine) -> None:
+    seed_spread(sql, 6000)
+    # Chunks of 10 users in ranges of about 400, each chunk at least 50 ms; one user's history
+    # row waits until its session is ended.
+    target = scalar(sql, "SELECT id FROM users WHERE chapter = 1"
+                         " ORDER BY last_interaction_at, id OFFSET 10 LIMIT 1")
+    execute(sql, f"""
+        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$;
+        CREATE TRIGGER slow AFTER INSERT ON score_history
+            FOR EACH STATEMENT EXECUTE FUNCTION slow();
+        CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.user_id = '{target}' THEN PERFORM pg_sleep(60); END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER stall AFTER INSERT ON score_history
+            FOR EACH ROW EXECUTE FUNCTION stall();""")
+    reports: list[RunReport] = []
+    run = threading.Thread(target=lambda: reports.append(
+        decay(db_url, chunk_size=10, workers=2, parallel_from=0)))
+    run.start()
+    try:
+        pid = None
+        for _ in range(300):
+            pid = scalar(sql, "SELECT pid FROM pg_stat_activity"
+                              " WHERE datname = current_database() AND wait_event = 'PgSleep'"
+                              " AND now() - query_start > interval '0.5 s'")
+            if pid:
+                break
+            time.sleep(0.1)
+        assert pid, "the chunk of the target user never stalled"
+        assert scalar(sql, "SELECT pg_terminate_backend(:pid)", {"pid": pid})
+        at_failure = scalar(sql, "SELECT count(*) FROM score_history")
+    finally:
+        run.join(timeout=60)
+    [report] = reports
+    assert (report.status, report.reason) == (RunStatus.FAILED, "backend_terminated")
+    decayed = report.counts["users_decayed"]
+    assert decayed == scalar(sql, "SELECT count(*) FROM score_history")
+    # The other connection stopped within a chunk or two (10 users each) of the failure, not
+    # at the end of its range of about 400.
+    assert at_failure <= decayed <= at_failure + 30, (at_failure, decayed)
+
+
+def test_the_lock_holder_waiting_for_the_others_is_never_idle_for_long(
+        db_url: URL, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decay_task, "KEEP_ALIVE_S", 0.3)
+    limits = SessionLimits(idle_session_timeout=timedelta(seconds=1))
+
+    async def main() -> int:
+        async with open_engine(target_of(db_url), task="test", pool_size=1,
+                               limits=limits) as engine, engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            await conn.commit()
+            finished = asyncio.Event()
+            asyncio.get_running_loop().call_later(2.5, finished.set)
+            await decay_task._keep_alive(conn, finished)
+            return int((await conn.execute(sa.text("SELECT 1"))).scalar_one())
+
+    assert asyncio.run(main()) == 1  # with 10 s between pings the server ends it after 1 s

@@ -47,6 +47,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -71,6 +72,8 @@ DEFAULT_WINDOW: Final = timedelta(minutes=50)
 DEFAULT_CHUNK_SIZE: Final = 5000
 DEFAULT_WORKERS: Final = 2
 PARALLEL_FROM_USERS: Final = 50_000
+KEEP_ALIVE_S: Final = 10.0
+"""A sixth of the jobs' idle_session_timeout (60 s)."""
 DECAY_LOCK_KEY: Final = 0x6372_6F6E_6465_63  # "crondec"
 
 
@@ -295,16 +298,19 @@ async def decay_all(engine: AsyncEngine, conn: AsyncConnection, options: DecayOp
     progress.ranges = len(ranges)
     queue = deque(ranges)
     failures: list[BaseException] = []
+    finished = asyncio.Event()
 
     async def work(c: AsyncConnection) -> None:
         progress.workers += 1
         contention = _Contention()
         while queue and not failures:
-            await _walk(c, queue.popleft(), options, now, execution_id, progress, contention)
+            await _walk(c, queue.popleft(), options, now, execution_id, progress, contention,
+                        stopped=lambda: bool(failures))
 
     async def own() -> None:
         try:
             await work(conn)
+            await _keep_alive(conn, finished)
         except Exception as exc:
             failures.append(exc)  # the others stop after their chunk in flight
 
@@ -318,7 +324,13 @@ async def decay_all(engine: AsyncEngine, conn: AsyncConnection, options: DecayOp
         except Exception as exc:
             failures.append(exc)
 
-    await asyncio.gather(own(), *(extra() for _ in range(workers - 1)))
+    async def extras() -> None:
+        try:
+            await asyncio.gather(*(extra() for _ in range(workers - 1)))
+        finally:
+            finished.set()
+
+    await asyncio.gather(own(), extras())
     if failures:
         raise failures[0]
     await conn.execution_options(isolation_level="READ COMMITTED")
@@ -331,13 +343,25 @@ async def decay_all(engine: AsyncEngine, conn: AsyncConnection, options: DecayOp
             break
 
 
+async def _keep_alive(conn: AsyncConnection, finished: asyncio.Event) -> None:
+    """The lock holder, out of ranges, waits for the other connections without ever being idle
+    for as long as `idle_session_timeout`: a session it ended would take the run's lock."""
+    while not finished.is_set():
+        try:
+            await asyncio.wait_for(finished.wait(), KEEP_ALIVE_S)
+        except TimeoutError:
+            await conn.execute(sa.text("SELECT 1"))
+            await conn.commit()
+
+
 async def _walk(conn: AsyncConnection, key_range: KeyRange, options: DecayOptions,
                 now: datetime, execution_id: uuid.UUID, progress: Progress,
-                contention: _Contention) -> None:
-    """One range, chunk after chunk along the keyset, each chunk its own transaction."""
+                contention: _Contention, stopped: Callable[[], bool]) -> None:
+    """One range, chunk after chunk along the keyset, each chunk its own transaction, until
+    the range ends or `stopped()` (another connection failed)."""
     rule = CHAPTER_RULES[key_range.chapter]
     after = key_range.after
-    while True:
+    while not stopped():
         params = {"chapter": key_range.chapter, "rate": rule.rate_per_hour,
                   "grace_s": rule.grace.total_seconds(),
                   "cap_cents": cents(options.max_decay_per_run), "now": now,
