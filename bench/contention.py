@@ -3,9 +3,10 @@
 A thread updates one user at a time, as the default pipeline's touch_user stage does (its own
 short transaction, no lock timeout to cut a wait short), and times each update. It aims at
 the users decay is about to take: it knows the walk order (chapter, last_interaction_at, id)
-from a sample taken before the run, and where the walk is from score_history's identity
-sequence (it moves as chunks write), so most touches land on a chunk in flight or the next
-one; some wait for a chunk to commit, and decay skips (and counts) the users a touch holds.
+from a sample taken before the run, and where the walk is from a user of one of the last
+chunks committed (one of the last 2 x chunk history rows, so with several connections it
+follows each of them), so most touches land on a chunk in flight or the next one; some wait
+for a chunk to commit, and decay skips (and counts) the users a touch holds.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from dataclasses import dataclass, field
 import psycopg
 
 SAMPLE = """
-SELECT rn, id FROM (
-    SELECT id, row_number() OVER (ORDER BY chapter, last_interaction_at, id) AS rn
+SELECT chapter, last_interaction_at, id FROM (
+    SELECT chapter, last_interaction_at, id,
+           row_number() OVER (ORDER BY chapter, last_interaction_at, id) AS rn
       FROM users WHERE game_status = 'active' AND relationship_score > 0) AS walk
  WHERE rn %% %(step)s = 0
+ ORDER BY rn
 """
-POSITION = "SELECT last_value FROM pg_sequences WHERE sequencename = 'score_history_id_seq'"
+RECENT = """
+SELECT u.chapter, u.last_interaction_at, u.id
+  FROM (SELECT user_id FROM score_history ORDER BY id DESC LIMIT 1 OFFSET %s) AS h
+  JOIN users AS u ON u.id = h.user_id
+"""
 TOUCH = ("UPDATE users SET last_interaction_at = last_interaction_at, updated_at = now()"
          " WHERE id = %s")
 
@@ -41,9 +48,8 @@ class Toucher:
 
     def start(self, users: int) -> None:
         with psycopg.connect(self.conninfo) as conn:
-            sample = conn.execute(SAMPLE, {"step": max(users // 20_000, 1)}).fetchall()
-        self._ranks = [int(r[0]) for r in sample]
-        self._ids = [r[1] for r in sample]
+            self._step = max(users // 20_000, 1)
+            self._keys = [tuple(r) for r in conn.execute(SAMPLE, {"step": self._step})]
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -56,14 +62,13 @@ class Toucher:
         rng = random.Random(11)
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             conn.execute("SET lock_timeout = 0")
+            ahead = max(2 * self.chunk // self._step, 1)  # sampled users in two chunks
             while not self._stop.is_set():
-                at = conn.execute(POSITION).fetchone()
-                walked = int(at[0] or 0) if at else 0
-                lo = bisect.bisect_left(self._ranks, walked)
-                hi = bisect.bisect_left(self._ranks, walked + 2 * self.chunk)
-                if lo >= len(self._ids):
+                at = conn.execute(RECENT, (rng.randrange(2 * self.chunk),)).fetchone()
+                lo = bisect.bisect_right(self._keys, tuple(at)) if at else 0
+                if lo >= len(self._keys):
                     lo = 0
-                user = self._ids[rng.randrange(lo, max(hi, lo + 1))]
+                user = self._keys[rng.randrange(lo, min(lo + ahead, len(self._keys)))][2]
                 t0 = time.perf_counter()
                 conn.execute(TOUCH, (user,))
                 self.waits.append(time.perf_counter() - t0)

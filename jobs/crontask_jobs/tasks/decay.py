@@ -276,11 +276,11 @@ class Progress:
     exact_chunks: int = 0
     """Chunks done again (or first) by the skip-and-count scan, because of someone's lock."""
     longest_chunk_s: float = 0.0
+    """The longest chunk transaction: no user row was locked by this run for longer."""
     workers: int = 0
     """Connections that walked the users (fewer than planned if one could not be opened)."""
     ranges: int = 0
     """Key ranges the users were split into (one per chapter on one connection)."""
-    """The longest chunk transaction: no user row was locked by this run for longer."""
 
     def counts(self) -> dict[str, int]:
         return {"users_decayed": self.decayed, "game_over": self.game_over,
