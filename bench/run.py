@@ -378,12 +378,15 @@ def print_growth(sizes: list[Result]) -> None:
     if len(sizes) < 2:
         return
     print("\n### Growth\n")
-    print("| users | decay | per 1M users | floor | bare | recover | decay peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| users | decay | per 1M users | decay, one connection | per 1M users | floor | bare"
+          " | recover | decay peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sizes:
         d = r["decay"]
+        one = d.get("one", {}).get("seconds", float("nan"))
         print(f"| {r['rows']:,} | {secs(d['ours']['seconds'])}"
-              f" | {secs(d['ours']['seconds'] * 1e6 / r['rows'])} | {secs(d['floor']['seconds'])}"
+              f" | {secs(d['ours']['seconds'] * 1e6 / r['rows'])} | {secs(one)}"
+              f" | {secs(one * 1e6 / r['rows'])} | {secs(d['floor']['seconds'])}"
               f" | {secs(d['bare']['seconds'])} | {secs(r['recover']['ours']['seconds'])}"
               f" | {mib(d['ours']['peak_rss_kib'])} |")
 
