@@ -3,6 +3,7 @@ decay halfway. Each test owns its server."""
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import datetime
 from decimal import Decimal
@@ -274,3 +275,58 @@ def test_a_decay_connection_that_cannot_open_leaves_its_share_to_the_other(
     assert scalar(sql, "SELECT count(*) FROM score_history") == 60000
     no_stranded_work(sql)
     sql.dispose()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_parallel_decay_stopped_by_its_pod_loses_nothing_and_counts_nothing_twice(
+        server: Server, database: str, url: str, sql: sa.Engine, signum: int) -> None:
+    """SIGTERM: activeDeadlineSeconds or a deleted pod; SIGKILL: the node or the OOM killer."""
+    users = rows(sql, PARALLEL_USERS)
+    execute(sql, "ANALYZE users")
+    execute(sql, """
+        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $$;
+        CREATE TRIGGER slow AFTER INSERT ON score_history
+            FOR EACH STATEMENT EXECUTE FUNCTION slow();""")
+    proc = popen(["decay", "--workers", "2"], url)
+    try:
+        wait_until(lambda: scalar(sql, "SELECT count(*) FROM score_history") > 0,
+                   "the decay's first chunk")
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    wait_until(lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity"
+                                   " WHERE application_name = 'crontask-job decay'") == 0,
+               "the run's sessions to end")
+    assert scalar(sql, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    committed = scalar(sql, "SELECT count(*) FROM score_history")
+    assert 0 < committed < 60000
+    assert scalar(sql, "SELECT count(*) FROM users WHERE last_decayed_at IS NOT NULL") == (
+        committed)
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 1, err
+        report = report_of(out)
+        assert (report["status"], report["reason"]) == ("failed", "terminated")
+        assert report["counts"]["users_decayed"] == committed  # what was committed, no more
+        assert scalar(sql, "SELECT status FROM job_executions") == "failed"
+        assert scalar(sql, "SELECT result->>'workers' FROM job_executions") == "2"
+        no_stranded_work(sql)
+    else:  # killed: its row stays running until recover's --abandoned-after
+        assert proc.returncode == -signal.SIGKILL
+        assert scalar(sql, "SELECT status FROM job_executions") == "running"
+    execute(sql, "DROP TRIGGER slow ON score_history")
+    rerun = cli(["decay", "--workers", "2"], url, timeout=120)
+    again = report_of(rerun.stdout)
+    assert again["status"] == "completed", rerun.stderr
+    per_user = dict(rows(sql, "SELECT user_id, count(*) AS n FROM score_history"
+                              " GROUP BY user_id"))
+    assert len(per_user) == 60000 and set(per_user.values()) <= {1, 2}
+    [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
+    now = datetime.fromisoformat(result.result["decayed_at"])
+    final = dict(rows(sql, "SELECT id, relationship_score FROM users"))
+    for u in users:  # all of the time, charged once: to the cent, as one run would
+        expected = compute_decay(UserState(u.chapter, u.relationship_score,
+                                           u.last_interaction_at, None), now)
+        assert expected is not None
+        assert abs(final[u.id] - expected.score_after) <= Decimal("0.01")
