@@ -77,14 +77,15 @@ def test_spec_updates_propagate(namespace: str) -> None:
     apply(namespace, crontask("decay", "decay", schedule="0 * * * *"))
     cronjob(namespace, "decay")
     kubectl("patch", "ct", "decay", "-n", namespace, "--type=merge", "-p", json.dumps(
-        {"spec": {"suspend": True, "schedule": "30 * * * *", "decay": {"window": "40m"}}}))
+        {"spec": {"suspend": True, "schedule": "30 * * * *",
+                  "decay": {"window": "40m", "workers": 3}}}))
 
     def updated() -> dict[str, Any] | None:
         cj = get("cronjob", "decay", namespace) or {}
         spec = cj.get("spec") or {}
         args = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
         ok = spec.get("suspend") is True and spec.get("schedule") == "30 * * * *" \
-            and "40m" in args
+            and "40m" in args and args[-2:] == ["--workers", "3"]
         return cj if ok else None
     wait_for("the update on the CronJob", updated)
     ct = wait_for("observedGeneration 2", lambda: (c := get("crontask", "decay", namespace))
@@ -166,6 +167,9 @@ def test_invalid_schedule_becomes_ready_false(namespace: str) -> None:
     ({"task": "decay", "process": {"batchSize": 5}}, "spec.process is only valid with task"),
     ({"task": "process", "activeDeadlineSeconds": 1800}, "shorter than process.recoverStaleAfter"),
     ({"task": "recover", "recover": {"staleAfter": "3h"}}, "abandonedAfter must be longer"),
+    # What the job would refuse with exit 2 at every run is refused here, at apply.
+    ({"task": "decay", "decay": {"maxDecayPerRun": 101}}, "less than or equal to 100"),
+    ({"task": "decay", "decay": {"workers": 17}}, "less than or equal to 16"),
     ({"env": [{"name": "DATABASE_URL", "value": "postgresql://u:p@h/db"}]}, "never from spec.env"),
 ])
 def test_schema_and_cel_refuse_bad_specs(namespace: str, spec: dict[str, Any],
