@@ -300,9 +300,9 @@ def test_when_one_connection_fails_the_others_stop_after_their_chunk(
     assert (report.status, report.reason) == (RunStatus.FAILED, "backend_terminated")
     decayed = report.counts["users_decayed"]
     assert decayed == scalar(sql, "SELECT count(*) FROM score_history")
-    # The other connection stopped within a chunk or two (10 users each) of the failure, not
-    # at the end of its range of about 400.
-    assert at_failure <= decayed <= at_failure + 30, (at_failure, decayed)
+    # The other connection stopped within a few chunks (10 users, 50 ms or more each) of the
+    # failure, not at the end of its range of about 400.
+    assert at_failure <= decayed <= at_failure + 50, (at_failure, decayed)
 
 
 def test_the_lock_holder_waiting_for_the_others_is_never_idle_for_long(
