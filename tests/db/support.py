@@ -148,3 +148,26 @@ def popen(args: Sequence[str], database_url: str) -> subprocess.Popen[str]:
 LOG_TABLE = "CREATE TABLE processed_log (conversation_id uuid, execution_id uuid)"
 
 
+
+
+def stall_history_of(engine: sa.Engine, user_id: object) -> None:
+    """The chunk that writes `user_id`'s history row sleeps (60 s) until its session is ended:
+    a chunk in flight, at a user the test chose, for a fault to cut."""
+    execute(engine, f"""
+        CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.user_id = '{uuid.UUID(str(user_id))}' THEN PERFORM pg_sleep(60); END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER stall AFTER INSERT ON score_history
+            FOR EACH ROW EXECUTE FUNCTION stall();""")
+
+
+def slow_history_inserts(engine: sa.Engine, seconds: float) -> None:
+    """Every chunk takes at least `seconds` longer (one sleep per history INSERT statement),
+    so a run is still midway when a test acts on it. DROP TRIGGER slow to end it."""
+    execute(engine, f"""
+        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep({float(seconds)}); RETURN NULL; END $$;
+        CREATE TRIGGER slow AFTER INSERT ON score_history
+            FOR EACH STATEMENT EXECUTE FUNCTION slow();""")

@@ -18,6 +18,8 @@ from support import (
     run_async,
     run_simultaneously,
     scalar,
+    slow_history_inserts,
+    stall_history_of,
     target_of,
 )
 
@@ -264,20 +266,9 @@ def test_when_one_connection_fails_the_others_stop_after_their_chunk(
     seed_spread(sql, 6000)
     # Chunks of 10 users in ranges of about 400, each chunk at least 50 ms; one user's history
     # row waits until its session is ended.
-    target = scalar(sql, "SELECT id FROM users WHERE chapter = 1"
-                         " ORDER BY last_interaction_at, id OFFSET 10 LIMIT 1")
-    execute(sql, f"""
-        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$;
-        CREATE TRIGGER slow AFTER INSERT ON score_history
-            FOR EACH STATEMENT EXECUTE FUNCTION slow();
-        CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.user_id = '{target}' THEN PERFORM pg_sleep(60); END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER stall AFTER INSERT ON score_history
-            FOR EACH ROW EXECUTE FUNCTION stall();""")
+    slow_history_inserts(sql, 0.05)
+    stall_history_of(sql, scalar(sql, "SELECT id FROM users WHERE chapter = 1"
+                                      " ORDER BY last_interaction_at, id OFFSET 10 LIMIT 1"))
     reports: list[RunReport] = []
     run = threading.Thread(target=lambda: reports.append(
         decay(db_url, chunk_size=10, workers=2, parallel_from=0)))

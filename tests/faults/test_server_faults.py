@@ -7,6 +7,7 @@ import signal
 import time
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ from faults_support import (
 )
 
 from crontask_jobs.decay_rules import UserState, compute_decay
+from tests.db.support import slow_history_inserts, stall_history_of
 
 SMALL = "-c max_connections=8 -c superuser_reserved_connections=3"
 """Five connections for the `crontask` role; three reserved for the test's superuser."""
@@ -188,19 +190,22 @@ RETURNING id, chapter, relationship_score, last_interaction_at"""
 """Above the 50,000 users from which decay walks them on more than one connection."""
 
 
+def charged_once_to_the_cent(sql: sa.Engine, users: list[Any], now: datetime) -> None:
+    """All of each user's time, charged once: to the cent, as one run at `now` would."""
+    final = dict(rows(sql, "SELECT id, relationship_score FROM users"))
+    for u in users:
+        expected = compute_decay(UserState(u.chapter, u.relationship_score,
+                                           u.last_interaction_at, None), now)
+        assert expected is not None
+        assert abs(final[u.id] - expected.score_after) <= Decimal("0.01")
+
+
 def test_a_parallel_decay_cut_off_midway_is_finished_exactly_by_the_next_run(
         server: Server, database: str, url: str, sql: sa.Engine) -> None:
     users = rows(sql, PARALLEL_USERS)
     execute(sql, "ANALYZE users")
-    target = sorted(users, key=lambda u: (u.chapter, u.last_interaction_at, u.id))[30000].id
-    execute(sql, f"""
-        CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.user_id = '{target}' THEN PERFORM pg_sleep(60); END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER stall AFTER INSERT ON score_history
-            FOR EACH ROW EXECUTE FUNCTION stall();""")
+    stall_history_of(sql, sorted(
+        users, key=lambda u: (u.chapter, u.last_interaction_at, u.id))[30000].id)
     proc = popen(["decay", "--workers", "2"], url)
     try:
         pid = wait_until(lambda: scalar(sql, "SELECT pid FROM pg_stat_activity WHERE"
@@ -230,12 +235,7 @@ def test_a_parallel_decay_cut_off_midway_is_finished_exactly_by_the_next_run(
     [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
     assert result.result["workers"] == 2
     now = datetime.fromisoformat(result.result["decayed_at"])
-    final = dict(rows(sql, "SELECT id, relationship_score FROM users"))
-    for u in users:  # all of the time, charged once: to the cent, as one run would
-        expected = compute_decay(UserState(u.chapter, u.relationship_score,
-                                           u.last_interaction_at, None), now)
-        assert expected is not None
-        assert abs(final[u.id] - expected.score_after) <= Decimal("0.01")
+    charged_once_to_the_cent(sql, users, now)
     no_stranded_work(sql)
 
 
@@ -291,11 +291,7 @@ def test_a_parallel_decay_stopped_by_its_pod_loses_nothing_and_counts_nothing_tw
     """SIGTERM: activeDeadlineSeconds or a deleted pod; SIGKILL: the node or the OOM killer."""
     users = rows(sql, PARALLEL_USERS)
     execute(sql, "ANALYZE users")
-    execute(sql, """
-        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;
-        CREATE TRIGGER slow AFTER INSERT ON score_history
-            FOR EACH STATEMENT EXECUTE FUNCTION slow();""")
+    slow_history_inserts(sql, 0.5)
     proc = popen(["decay", "--workers", "2"], url)
     try:
         wait_until(lambda: scalar(sql, "SELECT count(*) FROM score_history") > 0,
@@ -332,9 +328,4 @@ def test_a_parallel_decay_stopped_by_its_pod_loses_nothing_and_counts_nothing_tw
     assert len(per_user) == 60000 and set(per_user.values()) <= {1, 2}
     [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
     now = datetime.fromisoformat(result.result["decayed_at"])
-    final = dict(rows(sql, "SELECT id, relationship_score FROM users"))
-    for u in users:  # all of the time, charged once: to the cent, as one run would
-        expected = compute_decay(UserState(u.chapter, u.relationship_score,
-                                           u.last_interaction_at, None), now)
-        assert expected is not None
-        assert abs(final[u.id] - expected.score_after) <= Decimal("0.01")
+    charged_once_to_the_cent(sql, users, now)
