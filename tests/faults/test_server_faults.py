@@ -329,3 +329,34 @@ def test_a_parallel_decay_stopped_by_its_pod_loses_nothing_and_counts_nothing_tw
     [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
     now = datetime.fromisoformat(result.result["decayed_at"])
     charged_once_to_the_cent(sql, users, now)
+
+
+def test_a_sigterm_while_a_chunk_commits_waits_for_the_commit_and_counts_it(
+        server: Server, database: str, url: str, sql: sa.Engine) -> None:
+    """A COMMIT already sent may take effect whatever the client does next: the run learns its
+    outcome before it stops, so what it reports is exactly what was committed."""
+    users = rows(sql, PARALLEL_USERS)
+    execute(sql, "ANALYZE users")
+    target = sorted(users, key=lambda u: (u.chapter, u.last_interaction_at, u.id))[100].id
+    execute(sql, f"""
+        CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.user_id = '{target}' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER late AFTER INSERT ON score_history
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION late();""")
+    proc = popen(["decay", "--workers", "2"], url)
+    try:
+        wait_until(lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE"
+                                       " application_name = 'crontask-job decay'"
+                                       " AND wait_event = 'PgSleep' AND query = 'COMMIT'"),
+                   "the target's chunk to be committing")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert proc.returncode == 1, err
+    report = report_of(out)
+    assert (report["status"], report["reason"]) == ("failed", "terminated")
+    assert scalar(sql, "SELECT count(*) FROM score_history WHERE user_id = :u",
+                  {"u": target}) == 1  # the COMMIT in flight took, and was waited for
+    assert report["counts"]["users_decayed"] == scalar(sql, "SELECT count(*) FROM score_history")
+    no_stranded_work(sql)

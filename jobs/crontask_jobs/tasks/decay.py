@@ -51,11 +51,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from crontask_contract.report import RunReport, RunStatus, SkipReason
 from crontask_jobs.db import ConnectFailed, connection
@@ -282,6 +283,18 @@ class Progress:
     ranges: int = 0
     """Key ranges the users were split into (one per chapter on one connection)."""
 
+    def add_chunk(self, row: Any) -> None:
+        """A committed chunk's figures (its statement's result row)."""
+        self.chunks += 1
+        self.decayed += row.decayed
+        self.game_over += row.game_over
+        self.points += row.points
+        self.skipped += row.skipped
+
+    def end_games(self, ended: int) -> None:
+        """Active users at 0 whose game a committed statement ended."""
+        self.game_over += ended
+
     def counts(self) -> dict[str, int]:
         return {"users_decayed": self.decayed, "game_over": self.game_over,
                 "points_decayed": round(self.points), "skipped_locked": self.skipped}
@@ -326,18 +339,21 @@ async def decay_all(engine: AsyncEngine, conn: AsyncConnection, options: DecayOp
 
     async def extras() -> None:
         try:
-            await asyncio.gather(*(extra() for _ in range(workers - 1)))
+            await asyncio.gather(*(extra() for _ in range(workers - 1)), return_exceptions=True)
         finally:
             finished.set()
 
-    await asyncio.gather(own(), extras())
+    # return_exceptions: a gather that is cancelled (SIGTERM) still waits for every worker to
+    # settle its chunk in flight, where without it the first cancelled one ends the wait, and
+    # the run would report while another connection's COMMIT could still take effect.
+    await asyncio.gather(own(), extras(), return_exceptions=True)
     if failures:
         raise failures[0]
     await conn.execution_options(isolation_level="READ COMMITTED")
     while True:
-        async with conn.begin():
+        async with conn.begin() as transaction:
             row = (await conn.execute(END_ZERO_SCORES, {"chunk": options.chunk_size})).one()
-        progress.game_over += row.ended
+            await _commit_then_count(transaction, partial(progress.end_games, row.ended))
         if row.ended < options.chunk_size:
             progress.skipped += row.remaining - row.ended
             break
@@ -379,11 +395,6 @@ async def _walk(conn: AsyncConnection, key_range: KeyRange, options: DecayOption
         if row is None:
             row = await _chunk(conn, DECAY_CHUNK_EXACT, params, "READ COMMITTED", progress)
             progress.exact_chunks += 1
-        progress.chunks += 1
-        progress.decayed += row.decayed
-        progress.game_over += row.game_over
-        progress.points += row.points
-        progress.skipped += row.skipped
         if row.page_rows < options.chunk_size:
             return
         after = (row.last_t if row.last_t is not None else "-infinity", row.last_id)
@@ -461,11 +472,27 @@ async def _chunk(conn: AsyncConnection, statement: sa.TextClause, params: dict[s
     await conn.execution_options(isolation_level=isolation)
     t0 = time.monotonic()
     try:
-        async with conn.begin():
+        async with conn.begin() as transaction:
             await conn.execute(CHUNK_SETTINGS)
-            return (await conn.execute(statement, params)).one()
+            row = (await conn.execute(statement, params)).one()
+            await _commit_then_count(transaction, partial(progress.add_chunk, row))
+            return row
     finally:
         progress.longest_chunk_s = max(progress.longest_chunk_s, time.monotonic() - t0)
+
+
+async def _commit_then_count(transaction: AsyncTransaction, count: Callable[[], None]) -> None:
+    """COMMIT, then `count` what it made durable. A cancellation (SIGTERM) that lands while the
+    COMMIT is in flight waits for its outcome first: cancelled there, the COMMIT could take
+    effect on the server unseen, and the report would leave out work that was committed."""
+    commit = asyncio.ensure_future(transaction.commit())
+    try:
+        await asyncio.shield(commit)
+    except asyncio.CancelledError:
+        await commit
+        count()
+        raise
+    count()
 
 
 async def run_decay(engine: AsyncEngine, options: DecayOptions,
