@@ -360,3 +360,75 @@ def test_a_sigterm_while_a_chunk_commits_waits_for_the_commit_and_counts_it(
                   {"u": target}) == 1  # the COMMIT in flight took, and was waited for
     assert report["counts"]["users_decayed"] == scalar(sql, "SELECT count(*) FROM score_history")
     no_stranded_work(sql)
+
+
+def _stall_recover(sql: sa.Engine, conversation: object, *, at_commit: bool) -> None:
+    """recover's UPDATE of `conversation` sleeps 2 s: inside the statement, or (a deferred
+    constraint trigger) inside its COMMIT."""
+    when = "DEFERRABLE INITIALLY DEFERRED" if at_commit else "NOT DEFERRABLE"
+    execute(sql, f"""
+        CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.id = '{conversation}' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER late AFTER UPDATE ON conversations
+            {when} FOR EACH ROW EXECUTE FUNCTION late();""")
+
+
+def _recover_sleeping(sql: sa.Engine, query: str) -> Any:
+    return scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                       " 'crontask-job recover' AND wait_event = 'PgSleep' AND query LIKE :q",
+                  {"q": query})
+
+
+def test_a_sigterm_while_recover_commits_waits_for_the_commit_and_reports_it(
+        url: str, sql: sa.Engine) -> None:
+    """recover's one transaction is its whole run. A SIGTERM on its COMMIT must not report
+    "nothing was recovered" when the COMMIT took: the report, the execution row and the
+    conversations agree."""
+    stuck = add_conversations(sql, 30, status="processing", updated_minutes_ago=45)
+    _stall_recover(sql, stuck[7], at_commit=True)
+    proc = popen(["recover"], url)
+    try:
+        wait_until(lambda: _recover_sleeping(sql, "COMMIT"), "recover to be committing")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert proc.returncode == 0, err
+    report = report_of(out)
+    assert report["status"] == "completed", report
+    assert report["counts"]["recovered"] == 30
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'failed'") == 30
+    [row] = rows(sql, "SELECT status, result FROM job_executions WHERE id = :id",
+                 {"id": report["execution_id"]})
+    assert (row.status, row.result["counts"]["recovered"]) == ("completed", 30)
+    assert "recovered 30 stuck conversation(s)" in err  # logged once committed
+    no_stranded_work(sql)
+
+
+def test_a_sigterm_mid_recovery_rolls_it_back_and_the_next_run_takes_everything(
+        url: str, sql: sa.Engine) -> None:
+    stuck = add_conversations(sql, 30, status="processing", updated_minutes_ago=45)
+    _stall_recover(sql, stuck[7], at_commit=False)
+    proc = popen(["recover"], url)
+    try:
+        wait_until(lambda: _recover_sleeping(sql, "%UPDATE conversations%"),
+                   "recover's UPDATE to be running")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert proc.returncode == 1, err
+    report = report_of(out)
+    assert (report["status"], report["reason"]) == ("failed", "terminated")
+    assert "recovered 30" not in err  # nothing is named as recovered that was rolled back
+    wait_until(lambda: not scalar(sql, "SELECT count(*) FROM pg_stat_activity"
+                                       " WHERE application_name = 'crontask-job recover'"),
+               "the stopped run's sessions to end")
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'processing'") == 30
+    assert scalar(sql, "SELECT status FROM job_executions WHERE id = :id",
+                  {"id": report["execution_id"]}) == "failed"
+    execute(sql, "DROP TRIGGER late ON conversations")
+    again = cli(["recover"], url, timeout=30)
+    assert report_of(again.stdout)["counts"]["recovered"] == 30, again.stderr
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'failed'") == 30
+    no_stranded_work(sql)

@@ -11,6 +11,11 @@ idle_in_transaction_session_timeout, which releases the lock), so recover skips 
 it is still stuck. Everything else is recovered at once, whatever one frozen pod holds. The
 lock is NO KEY UPDATE, the strongest recover needs (no key changes), so it never blocks the
 foreign-key check (KEY SHARE) of a message being added to the conversation.
+
+A SIGTERM before the COMMIT rolls the recovery back: nothing is recovered, and the execution
+row is closed as failed (`terminated`). One that lands while the COMMIT is in flight waits for
+its outcome (the COMMIT may take effect whatever the client does): committed, the run is
+complete, and its report says what it recovered.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -31,7 +37,13 @@ from crontask_contract.report import RunReport, RunStatus
 from crontask_jobs.db import connection
 from crontask_jobs.faults import Fault
 from crontask_jobs.repositories import JobExecutionRepository
-from crontask_jobs.tasks.common import TERMINATED, execution_result, retrying, utc_now
+from crontask_jobs.tasks.common import (
+    TERMINATED,
+    commit_then_count,
+    execution_result,
+    retrying,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,44 +114,74 @@ SELECT count(*) FROM job_executions
 """)
 
 
+@dataclass(frozen=True)
+class _Recovery:
+    """What one recovery transaction did: its report, and what to log once it is committed
+    (logged before, a rolled-back recovery would be named as done)."""
+
+    report: RunReport
+    recovered: Sequence[Any]
+    abandoned: Sequence[Any]
+    skipped: int
+    abandoned_skipped: int
+
+    def announce(self) -> None:
+        log_recovered(self.recovered)
+        if self.skipped:
+            log.warning("recover: %d stuck conversation(s) skipped: another session holds "
+                        "their row lock (the next run takes them if they are still stuck)",
+                        self.skipped)
+        for row in self.abandoned:
+            log.warning("closed abandoned %s execution %s (started %s)", row.job_name,
+                        row.id, row.started_at.isoformat())
+        log.info("recover: %d conversation(s) recovered, %d skipped (locked), %d "
+                 "execution(s) abandoned", len(self.recovered),
+                 self.skipped + self.abandoned_skipped, len(self.abandoned))
+
+
 async def run_recover(engine: AsyncEngine, options: RecoverOptions) -> RunReport:
     started = utc_now()
     async with connection(engine) as conn, conn.begin():
         execution_id = await JobExecutionRepository(conn).start(JOB_NAME)
+    committed: list[_Recovery] = []
 
-    async def work(conn: AsyncConnection) -> RunReport:
-        async with conn.begin():
-            return await _recover(conn, options, execution_id, started)
+    async def work(conn: AsyncConnection) -> _Recovery:
+        async with conn.begin() as transaction:
+            recovery = await _recover(conn, options, execution_id, started)
+            await commit_then_count(transaction, partial(committed.append, recovery))
+        return recovery
 
     try:
         outcome = await retrying(engine, work, budget_s=0)
-    except asyncio.CancelledError:  # SIGTERM: the recovery in flight is rolled back
-        outcome = Fault(TERMINATED, "the run was terminated (SIGTERM); nothing was recovered")
-    if isinstance(outcome, RunReport):
-        return outcome
+    except asyncio.CancelledError:
+        if committed:  # SIGTERM landed on the COMMIT, which took: the run's work is done
+            log.warning("recover: terminated (SIGTERM) while its recovery committed; the"
+                        " recovery is committed and the run complete")
+            outcome = committed[0]
+        else:  # the recovery in flight is rolled back
+            outcome = Fault(TERMINATED, "the run was terminated (SIGTERM); nothing was"
+                            " recovered")
+    if isinstance(outcome, _Recovery):
+        outcome.announce()
+        return outcome.report
     return await _failed(engine, execution_id, started, outcome)
 
 
 async def _recover(conn: AsyncConnection, options: RecoverOptions, execution_id: uuid.UUID,
-                   started: str) -> RunReport:
+                   started: str) -> _Recovery:
+    """Every write of the run, its execution row closed as completed, in the caller's
+    transaction (not yet committed)."""
     reason = f"stuck in processing for more than {format_duration(options.stale_after)}"
     recovered = (await conn.execute(RECOVER_CONVERSATIONS, {
         "reason": reason, "stale_after": options.stale_after})).all()
     skipped = (await conn.execute(COUNT_STILL_STUCK,
                                   {"stale_after": options.stale_after})).scalar_one()
-    log_recovered(recovered)
-    if skipped:
-        log.warning("recover: %d stuck conversation(s) skipped: another session holds their "
-                    "row lock (the next run takes them if they are still stuck)", skipped)
     abandoned = (await conn.execute(CLOSE_ABANDONED, {
         "abandoned_after": options.abandoned_after,
         "abandoned_text": format_duration(options.abandoned_after),
         "self": execution_id})).all()
     abandoned_skipped = (await conn.execute(COUNT_STILL_ABANDONED, {
         "abandoned_after": options.abandoned_after, "self": execution_id})).scalar_one()
-    for row in abandoned:
-        log.warning("closed abandoned %s execution %s (started %s)", row.job_name,
-                    row.id, row.started_at.isoformat())
     counts = {"stuck": len(recovered) + skipped, "recovered": len(recovered),
               "skipped_locked": skipped + abandoned_skipped, "abandoned": len(abandoned)}
     report = RunReport(task=JOB_NAME, status=RunStatus.COMPLETED,
@@ -149,9 +191,7 @@ async def _recover(conn: AsyncConnection, options: RecoverOptions, execution_id:
         report, recovered_ids=[str(r.id) for r in recovered[:MAX_RESULT_IDS]],
         abandoned_ids=[str(r.id) for r in abandoned[:MAX_RESULT_IDS]],
         conversations_skipped_locked=skipped, executions_skipped_locked=abandoned_skipped))
-    log.info("recover: %d conversation(s) recovered, %d skipped (locked), %d execution(s) "
-             "abandoned", len(recovered), skipped + abandoned_skipped, len(abandoned))
-    return report
+    return _Recovery(report, recovered, abandoned, skipped, abandoned_skipped)
 
 
 def log_lines(recovered: Sequence[Any], per_line: int = IDS_PER_LOG_LINE) -> list[str]:
