@@ -215,3 +215,4 @@ def test_sigterm_settles_the_claims_and_closes_the_run(url: str, sql: sa.Engine)
     assert scalar(sql, "SELECT count(*) FROM processed_log") == 0
     assert scalar(sql, "SELECT status FROM job_executions") == "failed"
     no_stranded_work(sql)
+

@@ -362,56 +362,123 @@ def test_a_sigterm_while_a_chunk_commits_waits_for_the_commit_and_counts_it(
     no_stranded_work(sql)
 
 
-def _stall_recover(sql: sa.Engine, conversation: object, *, at_commit: bool) -> None:
-    """recover's UPDATE of `conversation` sleeps 2 s: inside the statement, or (a deferred
-    constraint trigger) inside its COMMIT."""
-    when = "DEFERRABLE INITIALLY DEFERRED" if at_commit else "NOT DEFERRABLE"
-    execute(sql, f"""
-        CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN IF NEW.id = '{conversation}' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
-        CREATE CONSTRAINT TRIGGER late AFTER UPDATE ON conversations
-            {when} FOR EACH ROW EXECUTE FUNCTION late();""")
+NO_STANDBY = "-c synchronous_standby_names=nobody -c synchronous_commit=local"
+"""A synchronous standby that never answers, waited for only by a transaction that asks
+(`synchronous_commit` on): its COMMIT is durable here first, then waits. A cancel ends the
+wait and the COMMIT stands, as PostgreSQL does when a standby is lost."""
 
 
-def _recover_sleeping(sql: sa.Engine, query: str) -> Any:
-    return scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
-                       " 'crontask-job recover' AND wait_event = 'PgSleep' AND query LIKE :q",
-                  {"q": query})
+def stall_commits(sql: sa.Engine, table: str, condition: str, how: str) -> None:
+    """A transaction that updates a row of `table` matching `condition` (on NEW) stalls in its
+    COMMIT: in a deferred constraint trigger's sleep, which a cancel aborts (the COMMIT fails),
+    or (`sync_standby`) waiting for the standby after it is durable, which a cancel ends
+    without undoing it."""
+    if how == "deferred_trigger":
+        execute(sql, f"""
+            CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF {condition} THEN PERFORM pg_sleep(30); END IF; RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER late AFTER UPDATE ON {table}
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION late();""")
+    else:
+        execute(sql, f"""
+            CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF {condition} THEN PERFORM set_config('synchronous_commit', 'on', true);
+                  END IF; RETURN NULL; END $$;
+            CREATE TRIGGER late AFTER UPDATE ON {table}
+                FOR EACH ROW EXECUTE FUNCTION late();""")
 
 
-def test_a_sigterm_while_recover_commits_waits_for_the_commit_and_reports_it(
-        url: str, sql: sa.Engine) -> None:
-    """recover's one transaction is its whole run. A SIGTERM on its COMMIT must not report
-    "nothing was recovered" when the COMMIT took: the report, the execution row and the
-    conversations agree."""
+def committing(sql: sa.Engine, application: str) -> Any:
+    return scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"
+                       " AND (wait_event = 'SyncRep' OR wait_event = 'PgSleep'"
+                       " AND query LIKE '%COMMIT')", {"a": application})
+
+
+@pytest.mark.parametrize("own_server", [NO_STANDBY], indirect=True)
+@pytest.mark.parametrize("how", ["deferred_trigger", "sync_standby"])
+def test_a_sigterm_on_recovers_commit_reports_what_the_database_kept(
+        own_server: Server, how: str) -> None:
+    """recover's one transaction is its whole run. A SIGTERM on its COMMIT may stop it (the
+    cancel lands in a deferred trigger) or not (the COMMIT is durable and only waits for a
+    standby): either way the report, the execution row and the conversations agree."""
+    url, sql = fresh(own_server)
     stuck = add_conversations(sql, 30, status="processing", updated_minutes_ago=45)
-    _stall_recover(sql, stuck[7], at_commit=True)
+    stall_commits(sql, "conversations", f"NEW.id = '{stuck[7]}'", how)
     proc = popen(["recover"], url)
     try:
-        wait_until(lambda: _recover_sleeping(sql, "COMMIT"), "recover to be committing")
+        wait_until(lambda: committing(sql, "crontask-job recover"), "recover to be committing")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
         reap(proc)
-    assert proc.returncode == 0, err
     report = report_of(out)
-    assert report["status"] == "completed", report
-    assert report["counts"]["recovered"] == 30
-    assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'failed'") == 30
-    [row] = rows(sql, "SELECT status, result FROM job_executions WHERE id = :id",
-                 {"id": report["execution_id"]})
-    assert (row.status, row.result["counts"]["recovered"]) == ("completed", 30)
-    assert "recovered 30 stuck conversation(s)" in err  # logged once committed
+    failed = scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'failed'")
+    execution = scalar(sql, "SELECT status FROM job_executions WHERE id = :id",
+                       {"id": report["execution_id"]})
+    if how == "sync_standby":  # durable before the wait: the run did its work, and says so
+        assert (proc.returncode, report["status"]) == (0, "completed"), err
+        assert (report["counts"]["recovered"], failed, execution) == (30, 30, "completed")
+        assert "recovered 30 stuck conversation(s)" in err
+    else:  # the cancel stopped the COMMIT: nothing recovered, and nothing named as recovered
+        assert (proc.returncode, report["status"], report["reason"]) == (
+            1, "failed", "terminated"), err
+        assert (failed, execution) == (0, "failed")
+        assert "recovered 30" not in err
+        execute(sql, "DROP TRIGGER late ON conversations")
+        again = cli(["recover"], url, timeout=30)
+        assert report_of(again.stdout)["counts"]["recovered"] == 30, again.stderr
     no_stranded_work(sql)
+    sql.dispose()
+
+
+@pytest.mark.parametrize("own_server", [NO_STANDBY], indirect=True)
+@pytest.mark.parametrize("how", ["deferred_trigger", "sync_standby"])
+def test_a_sigterm_on_a_conversations_final_commit_counts_it_as_the_database_kept_it(
+        own_server: Server, how: str) -> None:
+    """A pipeline's final message (the guarded update and its COMMIT) in flight when the run is
+    told to stop: the cancel may stop the COMMIT or not. The report counts the conversation
+    as what it became, never leaving it out."""
+    url, sql = fresh(own_server)
+    ids = add_conversations(sql, 3, idle_minutes=30)
+    target = ids[1]
+    stall_commits(sql, "conversations",
+                  f"NEW.id = '{target}' AND NEW.status = 'processed'", how)
+    proc = popen(["process", "--max-concurrent-pipelines", "1"], url)
+    try:
+        wait_until(lambda: committing(sql, "crontask-job process"),
+                   "the target's final message to be committing")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    assert proc.returncode == 1, err
+    report = report_of(out)
+    assert (report["status"], report["reason"]) == ("failed", "terminated")
+    final = dict(rows(sql, "SELECT id, status FROM conversations"))
+    counts = report["counts"]
+    assert final[target] == ("processed" if how == "sync_standby" else "active")
+    assert counts["processed"] == sum(s == "processed" for s in final.values()), (counts, final)
+    assert counts["claimed"] == counts["processed"] + counts["handed_back"], counts
+    assert (counts["handed_back"] + counts["deferred"]
+            == sum(s == "active" for s in final.values())), (counts, final)
+    [execution] = rows(sql, "SELECT status, result FROM job_executions")
+    assert (execution.status, execution.result["counts"]) == ("failed", counts)
+    no_stranded_work(sql)
+    sql.dispose()
 
 
 def test_a_sigterm_mid_recovery_rolls_it_back_and_the_next_run_takes_everything(
         url: str, sql: sa.Engine) -> None:
     stuck = add_conversations(sql, 30, status="processing", updated_minutes_ago=45)
-    _stall_recover(sql, stuck[7], at_commit=False)
+    execute(sql, f"""
+        CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.id = '{stuck[7]}' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
+        CREATE TRIGGER late AFTER UPDATE ON conversations FOR EACH ROW EXECUTE FUNCTION late();""")
     proc = popen(["recover"], url)
     try:
-        wait_until(lambda: _recover_sleeping(sql, "%UPDATE conversations%"),
+        wait_until(lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE"
+                                       " application_name = 'crontask-job recover'"
+                                       " AND wait_event = 'PgSleep'"),
                    "recover's UPDATE to be running")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

@@ -327,14 +327,20 @@ async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
             leftovers = [r.id for r in (await conn.execute(SETTLE_LEFTOVERS, {
                 "owner": execution_id,
                 "reason": TERMINATED_REASON if terminated else LEFTOVER_REASON})).all()]
-            finals = {r.id: r for r in (await conn.execute(
-                FINAL_STATES, {"ids": [o.conversation_id for o in unresolved]})).all()}
+            # Claimed, and the run stopped (SIGTERM) before it heard how the conversation
+            # ended: its final message may have committed all the same. The settlement above
+            # waited for any transaction still holding one of them, so its state is final.
+            heard = {o.conversation_id for o in run.outcomes}
+            unheard = sorted(run.claimed - heard - set(leftovers))
+            finals = {r.id: r for r in (await conn.execute(FINAL_STATES, {
+                "ids": [o.conversation_id for o in unresolved] + unheard})).all()}
             outcomes = [_settled(o, settled, finals, execution_id) for o in run.outcomes]
+            outcomes += [_unheard(cid, finals.get(cid), execution_id) for cid in unheard]
             if leftovers:
                 log.warning("process: %d claim(s) handed back (%s)", len(leftovers),
                             "terminated" if terminated else "of unknown fate")
             outcomes += [ConversationOutcome(cid, "handed_back") for cid in leftovers
-                         if cid not in {o.conversation_id for o in outcomes}]
+                         if cid not in heard]
             report = _report(run, execution_id, started, outcomes, int(deferred), reason,
                              error)
             await JobExecutionRepository(conn).finish(
@@ -370,6 +376,16 @@ def _settled(o: ConversationOutcome, settled: Mapping[uuid.UUID, str],
     return ConversationOutcome(o.conversation_id,
                                "failed" if status == "failed" else "handed_back",
                                o.results, o.failure, o.fault)
+
+
+def _unheard(conversation_id: uuid.UUID, final: Any, owner: uuid.UUID) -> ConversationOutcome:
+    """A claim whose outcome the run never heard (stopped mid-message): what the database says
+    became of it. Processed or failed under this run's claim is what it ended as; anything
+    else is a newer owner's."""
+    if final is not None and final.claimed_by == owner and final.status in ("processed",
+                                                                            "failed"):
+        return ConversationOutcome(conversation_id, final.status)
+    return ConversationOutcome(conversation_id, "lost")
 
 
 def _report(run: _Run, execution_id: uuid.UUID, started: str,

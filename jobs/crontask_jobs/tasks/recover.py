@@ -13,9 +13,9 @@ lock is NO KEY UPDATE, the strongest recover needs (no key changes), so it never
 foreign-key check (KEY SHARE) of a message being added to the conversation.
 
 A SIGTERM before the COMMIT rolls the recovery back: nothing is recovered, and the execution
-row is closed as failed (`terminated`). One that lands while the COMMIT is in flight waits for
-its outcome (the COMMIT may take effect whatever the client does): committed, the run is
-complete, and its report says what it recovered.
+row is closed as failed (`terminated`). One that lands on the COMMIT may or may not stop it;
+the execution row, closed as completed in the same transaction, says which, and the report
+follows it: a recovery that committed is reported complete, with what it recovered.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -39,7 +38,6 @@ from crontask_jobs.faults import Fault
 from crontask_jobs.repositories import JobExecutionRepository
 from crontask_jobs.tasks.common import (
     TERMINATED,
-    commit_then_count,
     execution_result,
     retrying,
     utc_now,
@@ -108,6 +106,7 @@ UPDATE job_executions AS j
  WHERE j.id = abandoned.id
 RETURNING j.id, j.job_name, j.started_at
 """)
+EXECUTION_STATUS: Final = sa.text("SELECT status FROM job_executions WHERE id = :id")
 COUNT_STILL_ABANDONED: Final = sa.text("""
 SELECT count(*) FROM job_executions
  WHERE status = 'running' AND started_at < now() - :abandoned_after AND id <> :self
@@ -143,28 +142,50 @@ async def run_recover(engine: AsyncEngine, options: RecoverOptions) -> RunReport
     started = utc_now()
     async with connection(engine) as conn, conn.begin():
         execution_id = await JobExecutionRepository(conn).start(JOB_NAME)
-    committed: list[_Recovery] = []
+    sent: list[_Recovery] = []
+    """The recovery whose COMMIT was sent (whether it took is the database's to say)."""
 
     async def work(conn: AsyncConnection) -> _Recovery:
-        async with conn.begin() as transaction:
+        async with conn.begin():
             recovery = await _recover(conn, options, execution_id, started)
-            await commit_then_count(transaction, partial(committed.append, recovery))
+            sent.append(recovery)
         return recovery
 
     try:
-        outcome = await retrying(engine, work, budget_s=0)
+        outcome: _Recovery | Fault = await retrying(engine, work, budget_s=0)
     except asyncio.CancelledError:
-        if committed:  # SIGTERM landed on the COMMIT, which took: the run's work is done
-            log.warning("recover: terminated (SIGTERM) while its recovery committed; the"
-                        " recovery is committed and the run complete")
-            outcome = committed[0]
-        else:  # the recovery in flight is rolled back
-            outcome = Fault(TERMINATED, "the run was terminated (SIGTERM); nothing was"
-                            " recovered")
+        outcome = await _after_sigterm(engine, execution_id, sent[0] if sent else None)
     if isinstance(outcome, _Recovery):
         outcome.announce()
         return outcome.report
     return await _failed(engine, execution_id, started, outcome)
+
+
+async def _after_sigterm(engine: AsyncEngine, execution_id: uuid.UUID,
+                         sent: _Recovery | None) -> _Recovery | Fault:
+    """What a SIGTERM left. Before the COMMIT, the recovery is rolled back. On the COMMIT, the
+    driver has the server cancel it and waits for its answer: the COMMIT may have taken all the
+    same (a cancel that comes too late, or one that only ends a wait for a synchronous
+    standby). The execution row, closed in the recovery's own transaction, says which."""
+    nothing = Fault(TERMINATED, "the run was terminated (SIGTERM); nothing was recovered")
+    if sent is None:
+        return nothing
+
+    async def closed(conn: AsyncConnection) -> bool:
+        status = (await conn.execute(EXECUTION_STATUS, {"id": execution_id})).scalar_one()
+        await conn.rollback()
+        return bool(status == "completed")
+
+    committed = await retrying(engine, closed, budget_s=10)
+    if committed is True:
+        log.warning("recover: terminated (SIGTERM) on its COMMIT, which took: the recovery"
+                    " is committed and the run complete")
+        return sent
+    if committed is False:
+        return nothing
+    return Fault(TERMINATED, "the run was terminated (SIGTERM) on its COMMIT, and whether"
+                 f" the recovery committed could not be read ({committed.reason}): the"
+                 " conversations' status says")
 
 
 async def _recover(conn: AsyncConnection, options: RecoverOptions, execution_id: uuid.UUID,
