@@ -14,7 +14,9 @@
   concurrency on one event loop of bare psycopg connections (opened before the clock): each
   conversation a sleep of the stage latency between the job's own two messages (the claim
   with its transaction's opening; the final update with its COMMIT), on the same rows; and
-  the same with `SELECT 1` for each message (the round trips alone).
+  the same with `SELECT 1` for each message (the round trips alone); and the job's statements
+  in one round trip per conversation, the next claim (with its COMMIT and the next opening)
+  sent in the final message (`one_message`: what chaining claims would at best reach).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from crontask_jobs.pipeline.engine import Script
+from crontask_jobs.pipeline.engine import Script, message
 from crontask_jobs.pipeline.stage import Stage, StageContext
 from crontask_jobs.tasks.process import ProcessOptions, claim_statement
 
@@ -161,9 +163,15 @@ def fingerprint(db: URL, *, bare: bool = False) -> tuple[object, ...]:
     return u + h
 
 
+PROCESS_FLOORS = ("round_trips", "statements", "one_message")
+"""What a process floor sends per conversation (see the module's doc)."""
+
+
 def process_floor(db: URL, batch: int, concurrency: int, latency: float, *,
-                  statements: bool) -> float:
+                  sends: str) -> float:
     """Seconds for `batch` conversations on bare connections (see the module's doc)."""
+    assert sends in PROCESS_FLOORS, sends
+
     async def stage(ctx: StageContext) -> None:
         await asyncio.sleep(latency)
 
@@ -180,18 +188,37 @@ def process_floor(db: URL, batch: int, concurrency: int, latency: float, *,
             await conn.execute(script.prepare, prepare=False)
         left = [batch]
 
+        async def claimed(cursor: psycopg.AsyncCursor[Any], skip: int) -> Any:
+            for _ in range(skip):
+                cursor.nextset()
+            got = await cursor.fetchone()
+            assert got is not None, "the floor ran out of eligible conversations"
+            return got
+
         async def slot(conn: psycopg.AsyncConnection[Any]) -> None:
+            if sends == "one_message":  # the next claim rides on the final message
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+                row = await claimed(await conn.execute(script.claim_and_open, prepare=False), 1)
+                while True:
+                    await asyncio.sleep(latency)
+                    final = script.finish(row[0], [])
+                    if left[0] <= 0:
+                        await conn.execute(final, prepare=False)
+                        return
+                    left[0] -= 1
+                    row = await claimed(await conn.execute(
+                        message(final, script.claim_and_open), prepare=False), 3)
             while left[0] > 0:
                 left[0] -= 1
-                if statements:
-                    cursor = await conn.execute(script.claim_and_open, prepare=False)
-                    cursor.nextset()
-                    claimed = await cursor.fetchone()
-                    assert claimed is not None, "the floor ran out of eligible conversations"
+                if sends == "statements":
+                    row = await claimed(await conn.execute(script.claim_and_open,
+                                                           prepare=False), 1)
                 else:
                     await conn.execute(b"SELECT 1", prepare=False)
                 await asyncio.sleep(latency)
-                await conn.execute(script.finish(claimed[0], []) if statements
+                await conn.execute(script.finish(row[0], []) if sends == "statements"
                                    else b"SELECT 1", prepare=False)
 
         t0 = time.perf_counter()
