@@ -26,6 +26,7 @@ from crontask_jobs.faults import DATABASE_UNAVAILABLE, EXIT_DATABASE, EXIT_FAILE
 from crontask_jobs.logs import configure
 from crontask_jobs.messages import safe_text
 from crontask_jobs.reporting import default_report_file, emit
+from crontask_jobs.schema_revision import SchemaBehind
 from crontask_jobs.tasks.common import TERMINATED, utc_now
 
 log = logging.getLogger("crontask_jobs")
@@ -34,6 +35,8 @@ T = TypeVar("T")
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
 USAGE: Final = "usage"
+SCHEMA_BEHIND: Final = "schema_behind"
+"""The database was never migrated, or is behind this release: exit 2, as a retry is no cure."""
 
 
 class UsageError(Exception):
@@ -236,6 +239,7 @@ def _run_until_signalled(work: Callable[[], Awaitable[T]]) -> T:
 async def _run_task(inv: Invocation, target: DatabaseTarget) -> RunReport:
     # Imported here so `--help` and usage errors stay fast.
     from crontask_jobs.db import open_engine
+    from crontask_jobs.schema_revision import ensure_schema
     from crontask_jobs.session import SessionLimits, limits_for_process
     from crontask_jobs.tasks.decay import DecayOptions, run_decay
     from crontask_jobs.tasks.process import ProcessOptions, run_process
@@ -260,14 +264,17 @@ async def _run_task(inv: Invocation, target: DatabaseTarget) -> RunReport:
         async with open_engine(target, task="process", limits=limits,
                                pool_size=min(options.max_concurrent_pipelines,
                                              options.batch_size) + 1) as engine:
+            await ensure_schema(engine)
             return await run_process(engine, options, stages)
     if inv.task == "decay":
         decay = DecayOptions(o["window"], o["max_decay_per_run"], workers=o["workers"])
         async with open_engine(target, task="decay", pool_size=decay.pool_size,
                                limits=SessionLimits()) as engine:
+            await ensure_schema(engine)
             return await run_decay(engine, decay)
     async with open_engine(target, task=inv.task, pool_size=2,
                            limits=SessionLimits()) as engine:
+        await ensure_schema(engine)
         return await run_recover(engine, RecoverOptions(o["stale_after"], o["abandoned_after"]))
 
 
@@ -289,7 +296,7 @@ def _failed(task: str, reason: str, error: str, execution_id: str | None = None)
 def exit_code(report: RunReport) -> int:
     if report.status is not RunStatus.FAILED:
         return EXIT_OK
-    if report.reason == USAGE:
+    if report.reason in (USAGE, SCHEMA_BEHIND):
         return EXIT_USAGE
     return EXIT_DATABASE if report.reason == DATABASE_UNAVAILABLE else EXIT_FAILED
 
@@ -317,6 +324,9 @@ def run(argv: Sequence[str], env: dict[str, str]) -> int:
     except UsageError as exc:
         log.error("%s", exc)
         report = _failed(inv.task, USAGE, str(exc))
+    except SchemaBehind as exc:
+        log.error("%s: %s", inv.task, exc)
+        report = _failed(inv.task, SCHEMA_BEHIND, str(exc))
     except (asyncio.CancelledError, KeyboardInterrupt):
         log.error("%s: terminated", inv.task)
         report = _failed(inv.task, TERMINATED, "the run was terminated before it could report")

@@ -8,13 +8,15 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from support import add_conversations, add_user, cli, popen, rows, scalar
 
 from crontask_contract.report import MAX_REPORT_BYTES, decode
-from crontask_jobs.migrate import head_revision
+from crontask_jobs.migrate import alembic_config, head_revision
 
 pytestmark = pytest.mark.db
 
@@ -159,3 +161,67 @@ def test_schema_matches_the_models(sql: sa.Engine) -> None:
     for table in metadata.sorted_tables:
         db_cols = {c["name"] for c in inspector.get_columns(table.name)}
         assert db_cols == {c.name for c in table.columns}, table.name
+
+
+def _refused(proc: Any, *words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    report = last_line(proc.stdout)
+    assert (report["status"], report["reason"]) == ("failed", "schema_behind"), report
+    for word in (*words, "crontask-job migrate"):
+        assert word in str(report["error"]), report
+
+
+def test_a_database_never_migrated_is_refused_before_anything_is_written(
+        server_url: sa.engine.URL) -> None:
+    name = "crontask_empty_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(server_url.set(drivername="postgresql+psycopg"),
+                             isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = server_url.set(database=name)
+        for task in ("recover", "decay", "process"):
+            _refused(cli([task], url.render_as_string(hide_password=False)), "never migrated")
+        check = sa.create_engine(url.set(drivername="postgresql+psycopg"),
+                                 poolclass=sa.pool.NullPool)
+        assert scalar(check, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
+        check.dispose()
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_a_schema_behind_this_release_is_refused_until_it_is_migrated(
+        libpq_url: str, sql: sa.Engine) -> None:
+    """The chart's migration hook skipped or failed, an old backup restored: the run fails
+    first, writing nothing, and says what to do; once migrated, the same run works."""
+    with sql.connect() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+        conn.commit()
+    add_conversations(sql, 2, idle_minutes=20, messages=1)
+    add_conversations(sql, 1, status="processing", updated_minutes_ago=45)
+    before = rows(sql, "SELECT id, status, updated_at FROM conversations ORDER BY id")
+    for task in ("recover", "decay", "process"):
+        _refused(cli([task], libpq_url), "revision 0003", head_revision())
+    assert rows(sql, "SELECT id, status, updated_at FROM conversations ORDER BY id") == before
+    assert scalar(sql, "SELECT count(*) FROM job_executions") == 0
+    assert cli(["migrate"], libpq_url).returncode == 0
+    proc = cli(["process"], libpq_url)
+    assert proc.returncode == 0, proc.stderr
+    counts = last_line(proc.stdout)["counts"]
+    assert isinstance(counts, dict) and counts["processed"] == 2
+
+
+def test_a_schema_a_newer_release_migrated_still_runs(libpq_url: str, sql: sa.Engine) -> None:
+    """Migrations only add: during a rolling upgrade the previous release's pods run against
+    the newer schema."""
+    with sql.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0042'"))
+    add_conversations(sql, 1, status="processing", updated_minutes_ago=45)
+    proc = cli(["recover"], libpq_url)
+    assert proc.returncode == 0, proc.stderr
+    counts = last_line(proc.stdout)["counts"]
+    assert isinstance(counts, dict) and counts["recovered"] == 1
