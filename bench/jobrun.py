@@ -121,7 +121,7 @@ async def run(job: str, spec: dict[str, Any]) -> dict[str, Any]:
            "status": str(report.status), "counts": report.counts,
            "details": {k: v for k, v in (result or {}).items()
                        if k in ("chunks", "exact_chunks", "longest_chunk_ms", "workers",
-                                    "ranges")},
+                                    "ranges", "phases_ms")},
            "stage_timings": {k: {"n": t.count, "mean_ms": t.total_ms / max(t.count, 1)}
                              for k, t in report.stage_timings.items()},
            "rss_ready_kib": rss_ready,

@@ -396,22 +396,29 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
               f" {ideal['latency_s'] * 1000:.0f} ms stage\n")
         print("| concurrency | ideal | round trips only | floor (its statements) | its"
               " statements, one round trip | naive (serial) | crontask (start-up apart) |"
-              " % of ideal | % of floor | start-up | Python CPU | peak RSS |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              " % of ideal | % of floor | the run's fixed start + end | % of ideal, those"
+              " apart | start-up | Python CPU | peak RSS |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in ideal["runs"]:
+            phases = r["details"].get("phases_ms", {})
+            fixed = (phases.get("start", 0) + phases.get("end", 0)) / 1000
             print(f"| {r['concurrency']} | {secs(r['ideal_s'])} | {secs(r['round_trips_s'])}"
                   f" ({r['ideal_s'] / r['round_trips_s'] * 100:.0f}%) | {secs(r['floor_s'])}"
                   f" ({r['ideal_s'] / r['floor_s'] * 100:.0f}%) | {secs(r['one_message_s'])}"
                   f" ({r['ideal_s'] / r['one_message_s'] * 100:.0f}%) | {secs(ideal['naive_s'])}"
                   f" | {secs(r['seconds'])} | {r['ideal_s'] / r['seconds'] * 100:.0f}%"
                   f" | {r['floor_s'] / r['seconds'] * 100:.0f}%"
+                  f" | {phases.get('start', 0)} + {phases.get('end', 0)} ms"
+                  f" | {r['ideal_s'] / (r['seconds'] - fixed) * 100:.0f}%"
                   f" | {r['startup_seconds']:.2f} s | {r['python_cpu_seconds']:.2f} s"
                   f" | {mib(r['peak_rss_kib'])} |")
         print(f"\n(naive: {ideal['naive_sample']} timed serially in"
               f" {ideal['naive_sample_s']:.1f} s, scaled. Floors: bare psycopg connections on"
               " one event loop, each conversation a stage-long sleep between two round trips:"
               " `SELECT 1` each, or the job's own two messages; or the job's statements in one"
-              " round trip, the next claim sent with the final update; see bench/floors.py)")
+              " round trip, the next claim sent with the final update; see bench/floors.py."
+              " The run's fixed start: its execution row and a slot's connection, before the"
+              " first claim; its fixed end: settling claims after the last outcome)")
     if default:
         print(f"\n### process, default pipeline: {default['conversations']:,} conversations of"
               f" {default['messages']} messages\n")

@@ -4,6 +4,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crontask_jobs.faults import Fault
 from crontask_jobs.pipeline import Stage, StageContext, StageError
@@ -11,7 +13,7 @@ from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages, summaris
 from crontask_jobs.pipeline.engine import ConversationOutcome, resolve_timeouts
 from crontask_jobs.pipeline.loader import PipelineError, load_pipeline
 from crontask_jobs.pipeline.stats import StageResult, fold_errors, fold_timings
-from crontask_jobs.tasks.process import build_counts, run_verdict
+from crontask_jobs.tasks.process import build_counts, phases_ms, run_verdict
 
 
 async def nothing(ctx: StageContext) -> None:
@@ -132,3 +134,24 @@ def test_run_verdict() -> None:
     assert run_verdict([ok], [refused], 1, False) == (None, None)
     assert run_verdict([], [refused], 0, False)[0] == "database_unavailable"
     assert run_verdict([ok], [], 1, True)[0] == "terminated"
+
+
+moments = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+
+
+@given(moments, st.none() | moments, st.none() | moments, moments)
+def test_a_runs_phases_are_never_negative_and_add_up_to_the_run(
+        started: float, first: float | None, last: float | None, later: float) -> None:
+    """Invariants, whatever the clocks say (a claim never made, an outcome never heard): no
+    phase is negative, and the three add up to the run's length, to rounding."""
+    now = started + later
+    phases = phases_ms(started, first, last, now)
+    assert set(phases) == {"start", "work", "end"}
+    assert all(v >= 0 for v in phases.values())
+    assert abs(sum(phases.values()) - (now - started) * 1000) <= 2
+    if first is None:
+        assert phases["work"] == phases["end"] == 0
+
+
+def test_a_runs_phases_split_at_the_first_claim_and_the_last_outcome() -> None:
+    assert phases_ms(10.0, 10.05, 11.25, 11.27) == {"start": 50, "work": 1200, "end": 20}

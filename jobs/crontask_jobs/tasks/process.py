@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -193,6 +194,11 @@ class _Run:
     worker_faults: list[Fault] = field(default_factory=list)
     workers_finished: int = 0
     """Workers that stopped because the batch or the queue ran out (not because of a fault)."""
+    started: float = field(default_factory=time.monotonic)
+    first_claim: float | None = None
+    """When the first claim was sent: what came before is the run's fixed start."""
+    last_outcome: float | None = None
+    """When the last conversation ended: what comes after is the run's fixed end."""
 
     async def worker(self) -> None:
         """Claim, run, repeat, on one connection held for the slot's life (a new one only
@@ -208,6 +214,8 @@ class _Run:
                         slot = await SlotConnection.take(
                             await held.enter_async_context(connection(self.engine)), self.script)
                         held.push_async_callback(slot.release)
+                    if self.first_claim is None:
+                        self.first_claim = time.monotonic()
                     claim = await claim_one(slot, self.options)
                     if claim is None:
                         self.budget += 1
@@ -215,6 +223,7 @@ class _Run:
                     self.claimed.add(claim.conversation_id)
                     outcome = await run_conversation(slot, claim, self.stages, self.timeouts)
                     self.outcomes.append(outcome)
+                    self.last_outcome = time.monotonic()
                     if outcome.outcome == "unresolved" or not await slot.reset():
                         await _discard(held, slot.conn)
                         held = slot = None
@@ -241,6 +250,18 @@ async def _discard(held: AsyncExitStack, conn: AsyncConnection) -> None:
         await held.aclose()
     except Exception as exc:  # a broken connection may fail even to close
         log.debug("closing a pipeline connection: %s", type(exc).__name__)
+
+
+def phases_ms(started: float, first_claim: float | None, last_outcome: float | None,
+              now: float) -> dict[str, int]:
+    """Where a run's time went, in whole milliseconds (pure): `start` (its execution row and
+    a slot's connection, before the first claim), `work` (first claim to last outcome) and
+    `end` (settling claims, counting what is left): the fixed costs, apart from the work that
+    grows with the batch. A run that never claimed spent it all in `start`."""
+    first = min(max(first_claim if first_claim is not None else now, started), now)
+    last = min(max(last_outcome if last_outcome is not None else first, first), now)
+    return {"start": round((first - started) * 1000), "work": round((last - first) * 1000),
+            "end": round((now - last) * 1000)}
 
 
 def build_counts(claimed: int, deferred: int, outcomes: Sequence[ConversationOutcome],
@@ -286,12 +307,13 @@ def run_verdict(outcomes: Sequence[ConversationOutcome], worker_faults: Sequence
 
 async def run_process(engine: AsyncEngine, options: ProcessOptions,
                       stages: Sequence[Stage]) -> RunReport:
-    started = utc_now()
+    started, clock = utc_now(), time.monotonic()
     timeouts = resolve_timeouts(stages, options.stage_timeouts, options.default_stage_timeout)
     async with connection(engine) as conn, conn.begin():
         execution_id = await JobExecutionRepository(conn).start(JOB_NAME)
     workers = min(options.max_concurrent_pipelines, options.batch_size)
     run = _Run(engine, execution_id, options, stages, timeouts, budget=options.batch_size,
+               started=clock,
                script=Script.of(execution_id, claim_statement(execution_id, options), stages,
                                 timeouts))
     log.info("process: up to %d conversation(s), %d pipeline(s) at once", options.batch_size,
@@ -344,7 +366,9 @@ async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
             report = _report(run, execution_id, started, outcomes, int(deferred), reason,
                              error)
             await JobExecutionRepository(conn).finish(
-                execution_id, str(report.status), _result(report, outcomes), report.error)
+                execution_id, str(report.status),
+                _result(report, outcomes, phases_ms(run.started, run.first_claim, run.last_outcome,
+                                                    time.monotonic())), report.error)
             return report
 
     settled_report = await retrying(run.engine, settle, budget_s=10 if terminated else 30)
@@ -403,15 +427,17 @@ def _report(run: _Run, execution_id: uuid.UUID, started: str,
         stage_timings=fold_timings(results))
 
 
-def _result(report: RunReport, outcomes: Sequence[ConversationOutcome]) -> dict[str, Any]:
-    """job_executions.result: the report itself, plus per-conversation detail."""
+def _result(report: RunReport, outcomes: Sequence[ConversationOutcome],
+            phases_ms: Mapping[str, int]) -> dict[str, Any]:
+    """job_executions.result: the report itself, plus per-conversation detail and where the
+    run's time went."""
     errors = [{"conversation_id": str(o.conversation_id), "stage": r.stage, "message": r.error}
               for o in outcomes for r in o.results if r.error is not None]
     failures = [{"conversation_id": str(o.conversation_id), "outcome": o.outcome,
                  "reason": o.failure}
                 for o in outcomes if o.outcome in ("failed", "handed_back")]
     return execution_result(report, errors=errors[:MAX_RESULT_ERRORS],
-                            failures=failures[:MAX_RESULT_ERRORS])
+                            failures=failures[:MAX_RESULT_ERRORS], phases_ms=dict(phases_ms))
 
 
 def _log_summary(report: RunReport) -> None:
