@@ -106,6 +106,7 @@ def _recover_spec() -> Schema:
 
 
 def _decay_spec() -> Schema:
+    unset = defaults.JOB_UNSET["decay"]
     return _obj(
         "Parameters of the decay task (only with task: decay).",
         {
@@ -114,11 +115,12 @@ def _decay_spec() -> Schema:
                 " recent_execution. Keep it below the schedule's interval.",
                 defaults.TASK_PARAMS["decay"]["window"]),
             "maxDecayPerRun": _i(
-                "The most points one user can lose in a single run, 1 to 100 (unset: 10). A"
-                " score is at most 100, so 100 is no cap.",
+                "The most points one user can lose in a single run, 1 to 100 (unset:"
+                f" {unset['maxDecayPerRun']}). A score is at most 100, so 100 is no cap.",
                 minimum=1, maximum=100),
             "workers": _i(
-                "Database connections that decay users at once, 1 to 16 (unset: 2). Below"
+                f"Database connections that decay users at once, 1 to 16 (unset:"
+                f" {unset['workers']}). Below"
                 " 50,000 users one connection does it all. Each is busy for the whole run:"
                 " more finish sooner on a server with cores to spare.",
                 minimum=1, maximum=16),

@@ -42,6 +42,13 @@ TASK_PARAMS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType({
 })
 """Each task's own block (spec.recover, spec.decay, spec.process)."""
 
+JOB_UNSET: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType({
+    "decay": MappingProxyType({"maxDecayPerRun": 10, "workers": 2}),
+})
+"""What the job does with a parameter the CronTask leaves unset (the operator passes no flag,
+so the job's own default applies): stated in the CRD's descriptions, and held equal to the jobs
+CLI's defaults by a unit test, since the operator may not import the jobs' code."""
+
 JOB_IMAGE: Final = "crontask-jobs:dev"
 JOB_IMAGE_PULL_POLICY: Final = "IfNotPresent"
 JOB_REQUESTS: Final[Mapping[str, str]] = MappingProxyType({"cpu": "50m", "memory": "128Mi"})
