@@ -428,7 +428,7 @@ def _report(run: _Run, execution_id: uuid.UUID, started: str,
 
 
 def _result(report: RunReport, outcomes: Sequence[ConversationOutcome],
-            phases_ms: Mapping[str, int]) -> dict[str, Any]:
+            phases: Mapping[str, int]) -> dict[str, Any]:
     """job_executions.result: the report itself, plus per-conversation detail and where the
     run's time went."""
     errors = [{"conversation_id": str(o.conversation_id), "stage": r.stage, "message": r.error}
@@ -437,7 +437,7 @@ def _result(report: RunReport, outcomes: Sequence[ConversationOutcome],
                  "reason": o.failure}
                 for o in outcomes if o.outcome in ("failed", "handed_back")]
     return execution_result(report, errors=errors[:MAX_RESULT_ERRORS],
-                            failures=failures[:MAX_RESULT_ERRORS], phases_ms=dict(phases_ms))
+                            failures=failures[:MAX_RESULT_ERRORS], phases_ms=dict(phases))
 
 
 def _log_summary(report: RunReport) -> None:

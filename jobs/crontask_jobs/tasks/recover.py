@@ -36,12 +36,7 @@ from crontask_contract.report import RunReport, RunStatus
 from crontask_jobs.db import connection
 from crontask_jobs.faults import Fault
 from crontask_jobs.repositories import JobExecutionRepository
-from crontask_jobs.tasks.common import (
-    TERMINATED,
-    execution_result,
-    retrying,
-    utc_now,
-)
+from crontask_jobs.tasks.common import TERMINATED, execution_result, retrying, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +149,7 @@ async def run_recover(engine: AsyncEngine, options: RecoverOptions) -> RunReport
     try:
         outcome: _Recovery | Fault = await retrying(engine, work, budget_s=0)
     except asyncio.CancelledError:
-        outcome = await _after_sigterm(engine, execution_id, sent[0] if sent else None)
+        outcome = await _after_sigterm(engine, execution_id, sent[-1] if sent else None)
     if isinstance(outcome, _Recovery):
         outcome.announce()
         return outcome.report
