@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -10,7 +12,7 @@ from sqlalchemy.engine import URL
 from support import add_conversations, execute, rows, run_async, scalar
 
 from crontask_contract.report import RunStatus
-from crontask_jobs.tasks.recover import RecoverOptions, run_recover
+from crontask_jobs.tasks.recover import IDS_PER_LOG_LINE, RecoverOptions, run_recover
 
 pytestmark = pytest.mark.db
 
@@ -80,3 +82,32 @@ def test_a_second_recover_finds_nothing_more(db_url: URL, sql: sa.Engine) -> Non
     recover(db_url)
     assert scalar(sql, "SELECT status FROM conversations WHERE id = :id", {"id": cid}) == "failed"
     assert recover(db_url).counts["recovered"] == 0
+
+
+def test_the_log_names_every_recovered_conversation_once_under_its_claimant(
+        db_url: URL, sql: sa.Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """The server groups what it recovered into the log's lines: by the execution that had
+    claimed them (or none), at most IDS_PER_LOG_LINE to a line."""
+    stuck = add_conversations(sql, 130, status="processing", updated_minutes_ago=45)
+    owners = [uuid.uuid4(), uuid.uuid4(), None]
+    claimant = {c: owners[i % 3] if i < 120 else owners[0] for i, c in enumerate(stuck)}
+    for c, owner in claimant.items():
+        execute(sql, "UPDATE conversations SET claimed_by = :o WHERE id = :id",
+                {"o": owner, "id": c})
+    with caplog.at_level(logging.INFO, logger="crontask_jobs"):
+        report = recover(db_url)
+    assert report.counts["recovered"] == 130
+    lines = [r.getMessage() for r in caplog.records if "stuck conversation(s) claimed" in
+             r.getMessage()]
+    named: list[str] = []
+    for line in lines:
+        owner = line.split("claimed by execution ")[1].split(" ")[0]
+        ids = line.split("): ", 1)[1].split(", ")
+        assert len(ids) <= IDS_PER_LOG_LINE
+        assert {str(claimant[uuid.UUID(i)]) for i in ids} == {owner}
+        named += ids
+    assert sorted(named) == sorted(str(c) for c in stuck)
+    assert len(lines) == 4  # 50 of the first (2 lines), 40 of the second, 40 of none
+    [result] = rows(sql, "SELECT result FROM job_executions")
+    assert len(set(result.result["recovered_ids"])) == 100
+    assert set(result.result["recovered_ids"]) <= set(named)
