@@ -499,3 +499,15 @@ def test_a_sigterm_mid_recovery_rolls_it_back_and_the_next_run_takes_everything(
     assert report_of(again.stdout)["counts"]["recovered"] == 30, again.stderr
     assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'failed'") == 30
     no_stranded_work(sql)
+
+
+def test_a_role_that_may_not_read_the_schema_revision_still_runs_and_says_so(
+        server: Server, database: str, sql: sa.Engine) -> None:
+    """A runtime role granted only the tables the jobs use: the schema check is skipped with
+    a warning, not turned into a refusal of a deployment that worked before it existed."""
+    execute(sql, "REVOKE ALL ON alembic_version FROM onechar")
+    add_conversations(sql, 1, status="processing", updated_minutes_ago=45)
+    proc = cli(["recover"], f"postgresql://onechar:a@127.0.0.1:{server.port}/{database}")
+    assert proc.returncode == 0, proc.stderr
+    assert report_of(proc.stdout)["counts"]["recovered"] == 1
+    assert "the schema revision is not checked" in proc.stderr
