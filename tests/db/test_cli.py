@@ -7,6 +7,8 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,27 +99,34 @@ def test_unknown_database_is_exit_3_with_the_password_masked(server_url: sa.engi
     assert "does not exist" in str(last_line(proc.stdout)["error"])
 
 
-def test_migrate_twice_at_once_is_safe(server_url: sa.engine.URL) -> None:
-    name = "crontask_mig_" + uuid.uuid4().hex[:8]
+@contextmanager
+def empty_database(server_url: sa.engine.URL, prefix: str) -> Iterator[sa.engine.URL]:
+    """A database with no schema at all, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(server_url.set(drivername="postgresql+psycopg"),
                              isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        url = server_url.set(database=name).render_as_string(hide_password=False)
+        yield server_url.set(database=name)
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_migrate_twice_at_once_is_safe(server_url: sa.engine.URL) -> None:
+    with empty_database(server_url, "crontask_mig") as db:
+        url = db.render_as_string(hide_password=False)
         procs = [popen(["migrate"], url) for _ in range(3)]
         outs = [p.communicate(timeout=60) for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0], outs
         reasons = sorted(str(last_line(o[0]).get("reason")) for o in outs)
         assert reasons == ["None", "up_to_date", "up_to_date"]
-        check = sa.create_engine(server_url.set(database=name, drivername="postgresql+psycopg"),
+        check = sa.create_engine(db.set(drivername="postgresql+psycopg"),
                                  poolclass=sa.pool.NullPool)
         assert scalar(check, "SELECT version_num FROM alembic_version") == head_revision()
         check.dispose()
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_run_killed_midway_is_cleaned_up_by_the_next_recover(libpq_url: str,
@@ -173,23 +182,13 @@ def _refused(proc: Any, *words: str) -> None:
 
 def test_a_database_never_migrated_is_refused_before_anything_is_written(
         server_url: sa.engine.URL) -> None:
-    name = "crontask_empty_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(server_url.set(drivername="postgresql+psycopg"),
-                             isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = server_url.set(database=name)
+    with empty_database(server_url, "crontask_empty") as url:
         for task in ("recover", "decay", "process"):
             _refused(cli([task], url.render_as_string(hide_password=False)), "never migrated")
         check = sa.create_engine(url.set(drivername="postgresql+psycopg"),
                                  poolclass=sa.pool.NullPool)
         assert scalar(check, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
         check.dispose()
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_a_schema_behind_this_release_is_refused_until_it_is_migrated(

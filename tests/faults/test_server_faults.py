@@ -41,6 +41,20 @@ def fresh(server: Server) -> tuple[str, sa.Engine]:
     return server.url(name), sql
 
 
+def stopped_when(args: list[str], url: str, ready: Any, what: str,
+                 signum: int = signal.SIGTERM) -> tuple[int, str, str]:
+    """Run the CLI, send it `signum` once `ready()` holds, and wait for it (reaped however the
+    test ends): its exit code, stdout and stderr."""
+    proc = popen(args, url)
+    try:
+        wait_until(ready, what)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        reap(proc)
+    return proc.returncode, out, err
+
+
 def test_a_restart_mid_run_settles_every_claim(own_server: Server) -> None:
     url, sql = fresh(own_server)
     add_conversations(sql, 30, idle_minutes=30)
@@ -292,14 +306,10 @@ def test_a_parallel_decay_stopped_by_its_pod_loses_nothing_and_counts_nothing_tw
     users = rows(sql, PARALLEL_USERS)
     execute(sql, "ANALYZE users")
     slow_history_inserts(sql, 0.5)
-    proc = popen(["decay", "--workers", "2"], url)
-    try:
-        wait_until(lambda: scalar(sql, "SELECT count(*) FROM score_history") > 0,
-                   "the decay's first chunk")
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        reap(proc)
+    code, out, err = stopped_when(
+        ["decay", "--workers", "2"], url,
+        lambda: scalar(sql, "SELECT count(*) FROM score_history") > 0, "the decay's first chunk",
+        signum)
     wait_until(lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity"
                                    " WHERE application_name = 'crontask-job decay'") == 0,
                "the run's sessions to end")
@@ -309,7 +319,7 @@ def test_a_parallel_decay_stopped_by_its_pod_loses_nothing_and_counts_nothing_tw
     assert scalar(sql, "SELECT count(*) FROM users WHERE last_decayed_at IS NOT NULL") == (
         committed)
     if signum == signal.SIGTERM:
-        assert proc.returncode == 1, err
+        assert code == 1, err
         report = report_of(out)
         assert (report["status"], report["reason"]) == ("failed", "terminated")
         assert report["counts"]["users_decayed"] == committed  # what was committed, no more
@@ -317,7 +327,7 @@ def test_a_parallel_decay_stopped_by_its_pod_loses_nothing_and_counts_nothing_tw
         assert scalar(sql, "SELECT result->>'workers' FROM job_executions") == "2"
         no_stranded_work(sql)
     else:  # killed: its row stays running until recover's --abandoned-after
-        assert proc.returncode == -signal.SIGKILL
+        assert code == -signal.SIGKILL
         assert scalar(sql, "SELECT status FROM job_executions") == "running"
     execute(sql, "DROP TRIGGER slow ON score_history")
     rerun = cli(["decay", "--workers", "2"], url, timeout=120)
@@ -343,17 +353,13 @@ def test_a_sigterm_while_a_chunk_commits_waits_for_the_commit_and_counts_it(
         BEGIN IF NEW.user_id = '{target}' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
         CREATE CONSTRAINT TRIGGER late AFTER INSERT ON score_history
             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION late();""")
-    proc = popen(["decay", "--workers", "2"], url)
-    try:
-        wait_until(lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE"
-                                       " application_name = 'crontask-job decay'"
-                                       " AND wait_event = 'PgSleep' AND query = 'COMMIT'"),
-                   "the target's chunk to be committing")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        reap(proc)
-    assert proc.returncode == 1, err
+    code, out, err = stopped_when(
+        ["decay", "--workers", "2"], url,
+        lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                            " 'crontask-job decay' AND wait_event = 'PgSleep'"
+                            " AND query = 'COMMIT'"),
+        "the target's chunk to be committing")
+    assert code == 1, err
     report = report_of(out)
     assert (report["status"], report["reason"]) == ("failed", "terminated")
     assert scalar(sql, "SELECT count(*) FROM score_history WHERE user_id = :u",
@@ -404,24 +410,19 @@ def test_a_sigterm_on_recovers_commit_reports_what_the_database_kept(
     url, sql = fresh(own_server)
     stuck = add_conversations(sql, 30, status="processing", updated_minutes_ago=45)
     stall_commits(sql, "conversations", f"NEW.id = '{stuck[7]}'", how)
-    proc = popen(["recover"], url)
-    try:
-        wait_until(lambda: committing(sql, "crontask-job recover"), "recover to be committing")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        reap(proc)
+    code, out, err = stopped_when(["recover"], url,
+                                  lambda: committing(sql, "crontask-job recover"),
+                                  "recover to be committing")
     report = report_of(out)
     failed = scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'failed'")
     execution = scalar(sql, "SELECT status FROM job_executions WHERE id = :id",
                        {"id": report["execution_id"]})
     if how == "sync_standby":  # durable before the wait: the run did its work, and says so
-        assert (proc.returncode, report["status"]) == (0, "completed"), err
+        assert (code, report["status"]) == (0, "completed"), err
         assert (report["counts"]["recovered"], failed, execution) == (30, 30, "completed")
         assert "recovered 30 stuck conversation(s)" in err
     else:  # the cancel stopped the COMMIT: nothing recovered, and nothing named as recovered
-        assert (proc.returncode, report["status"], report["reason"]) == (
-            1, "failed", "terminated"), err
+        assert (code, report["status"], report["reason"]) == (1, "failed", "terminated"), err
         assert (failed, execution) == (0, "failed")
         assert "recovered 30" not in err
         execute(sql, "DROP TRIGGER late ON conversations")
@@ -443,15 +444,10 @@ def test_a_sigterm_on_a_conversations_final_commit_counts_it_as_the_database_kep
     target = ids[1]
     stall_commits(sql, "conversations",
                   f"NEW.id = '{target}' AND NEW.status = 'processed'", how)
-    proc = popen(["process", "--max-concurrent-pipelines", "1"], url)
-    try:
-        wait_until(lambda: committing(sql, "crontask-job process"),
-                   "the target's final message to be committing")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        reap(proc)
-    assert proc.returncode == 1, err
+    code, out, err = stopped_when(["process", "--max-concurrent-pipelines", "1"], url,
+                                  lambda: committing(sql, "crontask-job process"),
+                                  "the target's final message to be committing")
+    assert code == 1, err
     report = report_of(out)
     assert (report["status"], report["reason"]) == ("failed", "terminated")
     final = dict(rows(sql, "SELECT id, status FROM conversations"))
@@ -474,17 +470,12 @@ def test_a_sigterm_mid_recovery_rolls_it_back_and_the_next_run_takes_everything(
         CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN IF NEW.id = '{stuck[7]}' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
         CREATE TRIGGER late AFTER UPDATE ON conversations FOR EACH ROW EXECUTE FUNCTION late();""")
-    proc = popen(["recover"], url)
-    try:
-        wait_until(lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE"
-                                       " application_name = 'crontask-job recover'"
-                                       " AND wait_event = 'PgSleep'"),
-                   "recover's UPDATE to be running")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        reap(proc)
-    assert proc.returncode == 1, err
+    code, out, err = stopped_when(
+        ["recover"], url,
+        lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                            " 'crontask-job recover' AND wait_event = 'PgSleep'"),
+        "recover's UPDATE to be running")
+    assert code == 1, err
     report = report_of(out)
     assert (report["status"], report["reason"]) == ("failed", "terminated")
     assert "recovered 30" not in err  # nothing is named as recovered that was rolled back
