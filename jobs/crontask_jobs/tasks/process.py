@@ -183,7 +183,6 @@ class _Run:
     """What the workers of one run share (one event loop: no locks needed)."""
 
     engine: AsyncEngine
-    owner: uuid.UUID
     options: ProcessOptions
     stages: Sequence[Stage]
     timeouts: Mapping[str, float]
@@ -312,7 +311,7 @@ async def run_process(engine: AsyncEngine, options: ProcessOptions,
     async with connection(engine) as conn, conn.begin():
         execution_id = await JobExecutionRepository(conn).start(JOB_NAME)
     workers = min(options.max_concurrent_pipelines, options.batch_size)
-    run = _Run(engine, execution_id, options, stages, timeouts, budget=options.batch_size,
+    run = _Run(engine, options, stages, timeouts, budget=options.batch_size,
                started=clock,
                script=Script.of(execution_id, claim_statement(execution_id, options), stages,
                                 timeouts))
