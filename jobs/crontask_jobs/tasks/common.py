@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crontask_contract.report import RunReport
 from crontask_jobs.db import connection
@@ -32,21 +32,6 @@ def execution_result(report: RunReport, **details: Any) -> dict[str, Any]:
     """job_executions.result: the run report in its own shape (the same keys, written by the
     same code), plus task-specific detail the 4 KiB report has no room for."""
     return {**report.to_dict(), **details}
-
-
-async def commit_then_count(transaction: AsyncTransaction, count: Callable[[], None]) -> None:
-    """COMMIT, then `count` what it made durable. A cancellation (SIGTERM) that lands while the
-    COMMIT is in flight waits for its outcome first: cancelled there, the COMMIT could take
-    effect on the server unseen, and the report would leave out (or deny) work that was
-    committed. The cancellation is raised again once the outcome is known."""
-    commit = asyncio.ensure_future(transaction.commit())
-    try:
-        await asyncio.shield(commit)
-    except asyncio.CancelledError:
-        await commit
-        count()
-        raise
-    count()
 
 
 async def retrying(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], *,

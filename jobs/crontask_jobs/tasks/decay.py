@@ -56,7 +56,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from crontask_contract.report import RunReport, RunStatus, SkipReason
 from crontask_jobs.db import ConnectFailed, connection
@@ -64,13 +64,7 @@ from crontask_jobs.decay_ranges import KeyRange, split_ranges, whole_chapters
 from crontask_jobs.decay_rules import CHAPTER_RULES, DEFAULT_MAX_DECAY_PER_RUN, cents
 from crontask_jobs.faults import LOCK_TIMEOUT, SERIALIZATION_FAILURE, Fault, classify
 from crontask_jobs.repositories import JobExecutionRepository
-from crontask_jobs.tasks.common import (
-    TERMINATED,
-    commit_then_count,
-    execution_result,
-    retrying,
-    utc_now,
-)
+from crontask_jobs.tasks.common import TERMINATED, execution_result, retrying, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +353,7 @@ async def decay_all(engine: AsyncEngine, conn: AsyncConnection, options: DecayOp
     while True:
         async with conn.begin() as transaction:
             row = (await conn.execute(END_ZERO_SCORES, {"chunk": options.chunk_size})).one()
-            await commit_then_count(transaction, partial(progress.end_games, row.ended))
+            await _commit_then_count(transaction, partial(progress.end_games, row.ended))
         if row.ended < options.chunk_size:
             progress.skipped += row.remaining - row.ended
             break
@@ -481,10 +475,24 @@ async def _chunk(conn: AsyncConnection, statement: sa.TextClause, params: dict[s
         async with conn.begin() as transaction:
             await conn.execute(CHUNK_SETTINGS)
             row = (await conn.execute(statement, params)).one()
-            await commit_then_count(transaction, partial(progress.add_chunk, row))
+            await _commit_then_count(transaction, partial(progress.add_chunk, row))
             return row
     finally:
         progress.longest_chunk_s = max(progress.longest_chunk_s, time.monotonic() - t0)
+
+
+async def _commit_then_count(transaction: AsyncTransaction, count: Callable[[], None]) -> None:
+    """COMMIT, then `count` what it made durable. A cancellation (SIGTERM) that lands while the
+    COMMIT is in flight waits for its outcome first: cancelled there, the COMMIT could take
+    effect on the server unseen, and the report would leave out work that was committed."""
+    commit = asyncio.ensure_future(transaction.commit())
+    try:
+        await asyncio.shield(commit)
+    except asyncio.CancelledError:
+        await commit
+        count()
+        raise
+    count()
 
 
 async def run_decay(engine: AsyncEngine, options: DecayOptions,
