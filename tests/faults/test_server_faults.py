@@ -214,6 +214,23 @@ def charged_once_to_the_cent(sql: sa.Engine, users: list[Any], now: datetime) ->
         assert abs(final[u.id] - expected.score_after) <= Decimal("0.01")
 
 
+def rerun_finishes_exactly(sql: sa.Engine, url: str, users: list[Any],
+                           trigger: str) -> dict[str, Any]:
+    """Drop the test's trigger, run decay again on two connections, and check that it decayed
+    exactly the rest: every user has one or two history rows (the cut run's and this one's), and
+    all of each user's time is charged once. The completed run's result."""
+    execute(sql, f"DROP TRIGGER {trigger} ON score_history")
+    rerun = cli(["decay", "--workers", "2"], url, timeout=120)
+    again = report_of(rerun.stdout)
+    assert again["status"] == "completed", rerun.stderr
+    per_user = dict(rows(sql, "SELECT user_id, count(*) AS n FROM score_history"
+                              " GROUP BY user_id"))
+    assert len(per_user) == 60000 and set(per_user.values()) <= {1, 2}
+    [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
+    charged_once_to_the_cent(sql, users, datetime.fromisoformat(result.result["decayed_at"]))
+    return dict(result.result)
+
+
 def test_a_parallel_decay_cut_off_midway_is_finished_exactly_by_the_next_run(
         server: Server, database: str, url: str, sql: sa.Engine) -> None:
     users = rows(sql, PARALLEL_USERS)
@@ -239,17 +256,7 @@ def test_a_parallel_decay_cut_off_midway_is_finished_exactly_by_the_next_run(
     assert 0 < decayed < 60000
     assert scalar(sql, "SELECT count(*) FROM score_history") == decayed
     assert scalar(sql, "SELECT count(*) FROM users WHERE last_decayed_at IS NOT NULL") == decayed
-    execute(sql, "DROP TRIGGER stall ON score_history")
-    rerun = cli(["decay", "--workers", "2"], url, timeout=120)
-    again = report_of(rerun.stdout)
-    assert again["status"] == "completed", rerun.stderr
-    per_user = dict(rows(sql, "SELECT user_id, count(*) AS n FROM score_history"
-                              " GROUP BY user_id"))
-    assert len(per_user) == 60000 and set(per_user.values()) <= {1, 2}
-    [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
-    assert result.result["workers"] == 2
-    now = datetime.fromisoformat(result.result["decayed_at"])
-    charged_once_to_the_cent(sql, users, now)
+    assert rerun_finishes_exactly(sql, url, users, "stall")["workers"] == 2
     no_stranded_work(sql)
 
 
@@ -329,16 +336,7 @@ def test_a_parallel_decay_stopped_by_its_pod_loses_nothing_and_counts_nothing_tw
     else:  # killed: its row stays running until recover's --abandoned-after
         assert code == -signal.SIGKILL
         assert scalar(sql, "SELECT status FROM job_executions") == "running"
-    execute(sql, "DROP TRIGGER slow ON score_history")
-    rerun = cli(["decay", "--workers", "2"], url, timeout=120)
-    again = report_of(rerun.stdout)
-    assert again["status"] == "completed", rerun.stderr
-    per_user = dict(rows(sql, "SELECT user_id, count(*) AS n FROM score_history"
-                              " GROUP BY user_id"))
-    assert len(per_user) == 60000 and set(per_user.values()) <= {1, 2}
-    [result] = rows(sql, "SELECT result FROM job_executions WHERE status = 'completed'")
-    now = datetime.fromisoformat(result.result["decayed_at"])
-    charged_once_to_the_cent(sql, users, now)
+    rerun_finishes_exactly(sql, url, users, "slow")
 
 
 def test_a_sigterm_while_a_chunk_commits_waits_for_the_commit_and_counts_it(
