@@ -295,7 +295,9 @@ def spec_schema() -> Schema:
                 minimum=1, maximum=defaults.MAX_ACTIVE_DEADLINE),
             "backoffLimit": _i(
                 "How many times a failed run's pod is retried within the same run. The next"
-                " scheduled run is the natural retry, so the default is 0.",
+                " scheduled run is the natural retry, so the default is 0. A pod whose"
+                " container could not be started, or that was disrupted (evicted, preempted,"
+                " its node drained), is replaced without using this.",
                 default=spec["backoffLimit"], minimum=0, maximum=defaults.MAX_BACKOFF_LIMIT),
             "ttlSecondsAfterFinished": _i(
                 "Delete finished Jobs this many seconds after they finish (unset: the history"

@@ -24,6 +24,33 @@ APPLIED_HASH: Final = f"{names.GROUP}/applied-hash"
 applied even when it only removes a field (a subset test cannot see a removal)."""
 JOB_UID = 65532
 """The non-root user of the jobs image."""
+START_ERROR_EXIT_CODE: Final = 128
+"""The exit code the kubelet gives a container the runtime could not start (reason
+StartError); the jobs CLI never exits with it (its codes are 0-3, and a signal gives 128+N)."""
+
+
+def pod_failure_policy() -> Manifest:
+    """Pod failures that are not the run's own: the pod is replaced within the same run, and
+    ``backoffLimit`` (the retries of a run that failed) is not spent on them.
+
+    - The container never started (the runtime failed to create it: a cgroup freeze, a
+      failed mount). No code of the run ran, so a second pod is exactly a first attempt. The
+      Job controller waits 10 s, 20 s, 40 s ... between pods; one that can never start ends
+      at ``activeDeadlineSeconds``, and the run's message names the start error.
+    - The pod was disrupted (``DisruptionTarget``: evicted, preempted, its node drained or
+      shut down). The pod stopped as on any SIGTERM, every job leaves the database as a
+      next run expects (decay resumes exactly the rest, recover rolled back or committed,
+      process handed its claims back), so the replacement finishes the same run.
+
+    Everything else (the run's own exit codes, a kill, OOM) counts as a failure, as before.
+    """
+    return {"rules": [
+        {"action": "Ignore", "onExitCodes": {"containerName": names.CONTAINER_NAME,
+                                             "operator": "In",
+                                             "values": [START_ERROR_EXIT_CODE]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget",
+                                                  "status": "True"}]},
+    ]}
 
 
 @dataclass(frozen=True)
@@ -136,6 +163,7 @@ def build_cronjob(owner: Owner, spec: CronTaskSpec, timing: Timing,
     job_spec: Manifest = {
         "activeDeadlineSeconds": timing.active_deadline_seconds,
         "backoffLimit": spec.backoff_limit,
+        "podFailurePolicy": pod_failure_policy(),
         "template": {
             "metadata": {"labels": dict(tags)},
             "spec": {

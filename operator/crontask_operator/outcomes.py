@@ -28,6 +28,9 @@ from crontask_contract.report import (
 from crontask_operator import names, schemacheck
 
 REPORT_GRACE_SECONDS: Final = 20
+NEVER_STARTED: Final = frozenset({"StartError", "ContainerCannotRun"})
+"""Terminated reasons of a container the runtime could not start (containerd and CRI-O say
+StartError, Docker said ContainerCannotRun): its message is the runtime's, not a report."""
 """How long after a Job finished to wait for its pods' final state before folding without it.
 
 Jobs and Pods arrive on separate watch streams; the Pod's terminated state can lag the Job's
@@ -108,6 +111,9 @@ class PodResult:
     message: str | None = None
     """The termination message: the run report, when the job got to write it."""
     finished_at: str | None = None
+    start_error: str | None = None
+    """The runtime's error for a container it could not start: no code of the run ran, and
+    the kubelet puts that error where the termination message would be."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,7 @@ def pod_result(body: Mapping[str, Any]) -> PodResult:
     terminated = _mapping(_mapping(mine[0].get("state")).get("terminated")) if mine else {}
     kind, _, owner_uid = _controller(meta)
     message = terminated.get("message")
+    never_started = terminated.get("reason") in NEVER_STARTED
     return PodResult(
         name=clean(meta.get("name"), MAX_NAME) or "",
         job_name=clean(job, MAX_NAME) or "",
@@ -176,8 +183,10 @@ def pod_result(body: Mapping[str, Any]) -> PodResult:
         terminated=bool(terminated),
         exit_code=_int(terminated.get("exitCode")),
         reason=clean(terminated.get("reason"), MAX_REASON),
-        message=message[:MAX_TERMINATION_MESSAGE + 1] if isinstance(message, str) else None,
+        message=message[:MAX_TERMINATION_MESSAGE + 1]
+        if isinstance(message, str) and not never_started else None,
         finished_at=rfc3339(terminated.get("finishedAt")),
+        start_error=clean(message, MAX_MESSAGE) if never_started else None,
     )
 
 
@@ -260,6 +269,8 @@ def _killed(pods: Sequence[PodResult]) -> tuple[str | None, str | None]:
         if not pod.terminated:
             continue
         code = pod.exit_code
+        if pod.start_error:
+            return pod.reason, f"pod {pod.name}: {pod.reason} (exit code {code}): {pod.start_error}"
         if pod.reason and pod.reason not in ("Error", "Completed"):
             return pod.reason, f"pod {pod.name}: {pod.reason} (exit code {code})"
         if code in EXIT_REASONS:
@@ -341,7 +352,11 @@ def _failure(job: JobResult, pods: Sequence[PodResult],
     """The most specific reason a failed Job has: its deadline, the report, the kill, the Job."""
     killed_reason, killed_message = _killed(pods)
     if job.reason == "DeadlineExceeded":
-        return job.reason, job.message or "the run exceeded activeDeadlineSeconds"
+        deadline = job.message or "the run exceeded activeDeadlineSeconds"
+        # A pod that could not start is retried until the deadline: say why it never ran.
+        if killed_reason in NEVER_STARTED and killed_message:
+            return job.reason, f"{deadline}; {killed_message}"
+        return job.reason, deadline
     if failed_reports:
         return failed_reports[-1].reason or "RunFailed", failed_reports[-1].error or job.message
     if killed_reason:

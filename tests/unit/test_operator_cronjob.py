@@ -49,6 +49,22 @@ def test_pod_is_hardened() -> None:
     assert container["resources"]["limits"]["memory"] == "256Mi"
 
 
+@pytest.mark.parametrize("task", ["recover", "decay", "process"])
+def test_only_pods_that_never_ran_or_were_disrupted_are_replaced_free(task: str) -> None:
+    """The pod failure policy ignores a container the runtime could not start and a disrupted
+    pod, and nothing the run itself decided: none of the jobs CLI's exit codes, no signal."""
+    job = build(task, backoffLimit=0)["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0
+    rules = job["podFailurePolicy"]["rules"]
+    assert {r["action"] for r in rules} == {"Ignore"}
+    codes = [r["onExitCodes"] for r in rules if "onExitCodes" in r]
+    assert codes == [{"containerName": names.CONTAINER_NAME, "operator": "In", "values": [128]}]
+    assert not set(codes[0]["values"]) & ({0, 1, 2, 3} | {128 + s for s in range(1, 65)})
+    conditions = [c for r in rules for c in r.get("onPodConditions", [])]
+    assert conditions == [{"type": "DisruptionTarget", "status": "True"}]
+    assert pod_of(build(task))["restartPolicy"] == "Never", "a pod failure policy needs Never"
+
+
 def test_database_url_comes_from_the_secret_only() -> None:
     (container,) = pod_of(build(env=[{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]))[
         "containers"]

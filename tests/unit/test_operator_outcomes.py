@@ -170,3 +170,56 @@ def test_truncated_report_is_flagged() -> None:
     run = run_of(job_result(job()), [pod_result(pod(message=text))], SOON)
     assert run is not None
     assert run.truncated
+
+
+# What the kubelet wrote for a pod of the cluster tier whose container runc could not create.
+RUNC_FREEZE = ("failed to create containerd task: failed to create shim task: OCI runtime create"
+               " failed: runc create failed: unable to start container process: error during"
+               " container init: error setting cgroup config for procHooks process: unable to"
+               " freeze")
+
+
+def test_a_container_that_never_started_left_no_report_and_its_replacement_is_the_run() -> None:
+    """A StartError pod's message is the runtime's, not a report: the pod the Job controller
+    started in its place (the pod failure policy) decides the run."""
+    never = pod_result(pod("p-1", message=RUNC_FREEZE, reason="StartError", exit_code=128))
+    assert never.message is None and never.start_error == RUNC_FREEZE
+    replacement = pod_result(pod("p-2", message=report(counts={"processed": 4}),
+                                 created="2026-01-05T12:00:11Z"))
+    run = run_of(job_result(job()), [never, replacement], SOON)
+    assert run is not None
+    assert (run.outcome, run.reason, run.counts) == (SUCCEEDED, None, {"processed": 4})
+
+
+def test_a_container_that_could_never_start_fails_at_the_deadline_naming_the_start_error(
+        ) -> None:
+    pods = [pod_result(pod(f"p-{i}", message=RUNC_FREEZE, reason="StartError", exit_code=128,
+                           created=f"2026-01-05T12:00:{10 * i:02d}Z")) for i in range(3)]
+    failed = job_result(job(failed=True, reason="DeadlineExceeded",
+                            message="Job was active longer than specified deadline"))
+    run = run_of(failed, pods, SOON)
+    assert run is not None
+    assert (run.outcome, run.reason) == (FAILED, "DeadlineExceeded")
+    assert "p-2: StartError (exit code 128): failed to create containerd task" in (
+        run.message or ""), run.message
+    assert len(run.message or "") <= 1024
+    # Without the policy (or on an API server that ignores it) the Job fails at once.
+    once = run_of(job_result(job(failed=True, reason="BackoffLimitExceeded")), pods[:1], SOON)
+    assert once is not None and once.reason == "StartError"
+    assert "unable to freeze" in (once.message or "")
+
+
+def test_a_deadline_message_names_no_pod_that_ran() -> None:
+    """Only a start error is added to the deadline's message: a pod that ran and was stopped
+    by the deadline is not described as having left no report."""
+    stopped = pod_result(pod(message=report(RunStatus.FAILED, reason="terminated"),
+                             reason="Error", exit_code=1))
+    failed = job_result(job(failed=True, reason="DeadlineExceeded", message="too long"))
+    run = run_of(failed, [stopped], SOON)
+    assert run is not None and (run.reason, run.message) == ("DeadlineExceeded", "too long")
+
+
+def test_a_start_error_carrying_a_secret_is_masked() -> None:
+    leaked = pod_result(pod(message="mount failed: postgresql://app:hunter2@db:5432/x",
+                            reason="StartError", exit_code=128))
+    assert "hunter2" not in (leaked.start_error or "x hunter2")
