@@ -164,15 +164,29 @@ def migrate(namespace: str) -> None:
             "--timeout=180s", timeout=200)
 
 
-def run_batch(namespace: str, cronjob: str, names: list[str]) -> None:
+def run_batch(namespace: str, cronjob: str, names: list[str]) -> dict[str, str]:
+    """Start a Job of each name from the CronJob and wait for each to finish: its final
+    condition (Complete or Failed), or "gone" if it was deleted before the wait saw it."""
     for name in names:
         kubectl("create", "job", name, f"--from=cronjob/{cronjob}", "-n", namespace)
-    for name in names:
-        wait_for(f"Job {name} to finish", lambda name=name: any(
-            c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
-            for c in ((get("job", name, namespace) or {"status": {}}).get("status") or {})
-            .get("conditions") or [])
-            or get("job", name, namespace) is None, timeout=180)
+
+    def final(name: str) -> str | None:
+        job = get("job", name, namespace)
+        if job is None:
+            return "gone"
+        return next((c["type"] for c in (job.get("status") or {}).get("conditions") or []
+                     if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")),
+                    None)
+    return {name: wait_for(f"Job {name} to finish", lambda name=name: final(name), timeout=180)
+            for name in names}
+
+
+def pod_endings(namespace: str, job: str) -> list[str]:
+    """How each pod of a Job ended (reason and exit code), for a failure's message."""
+    pods = kubectl_json("get", "pods", "-n", namespace, "-l", f"job-name={job}")["items"]
+    return [f"{p['metadata']['name']}: {t.get('reason')} {t.get('exitCode')} {t.get('message')}"
+            for p in pods for s in (p["status"].get("containerStatuses") or [])
+            if (t := (s.get("state") or {}).get("terminated"))]
 
 
 @pytest.mark.timeout(900)
@@ -193,20 +207,33 @@ def test_history_limits_at_max_count_every_run_once(namespace: str,
     ready(namespace, "history")
     good = [f"history-ok-{i}" for i in range(13)]
     for start in range(0, len(good), 5):
-        run_batch(namespace, "history", good[start:start + 5])
+        ended = run_batch(namespace, "history", good[start:start + 5])
+        # A pod the runtime could not start is replaced (the pod failure policy): every run
+        # against the good database succeeds, whatever the node's hiccups.
+        for name, how in ended.items():
+            assert how == "Complete", (name, how, pod_endings(namespace, name))
     kubectl("patch", "ct", "history", "-n", namespace, "--type=merge", "-p",
             json.dumps({"spec": {"database": {"secretKeyRef": {"name": BAD_SECRET}}}}))
     wait_for("the CronJob to use the unreachable database", lambda: (
         c := get("cronjob", "history", namespace)) and BAD_SECRET in json.dumps(c["spec"]))
     bad = [f"history-bad-{i}" for i in range(12)]
     for start in range(0, len(bad), 5):
-        run_batch(namespace, "history", bad[start:start + 5])
+        ended = run_batch(namespace, "history", bad[start:start + 5])
+        assert set(ended.values()) == {"Failed"}, ended
+
+    last: dict[str, Any] = {}
 
     def counted() -> dict[str, Any] | None:
-        status = status_of(namespace, "history")
-        done = (status.get("succeededRuns"), status.get("failedRuns")) == (13, 12)
-        return status if done else None
-    status = wait_for("25 runs counted", counted, timeout=240)
+        last.update(status_of(namespace, "history"))
+        done = (last.get("succeededRuns"), last.get("failedRuns")) == (13, 12)
+        return last if done else None
+    try:
+        status = wait_for("25 runs counted", counted, timeout=240)
+    except AssertionError as exc:
+        runs = {r.get("jobName"): (r.get("outcome"), r.get("reason"))
+                for r in last.get("recentRuns") or []}
+        raise AssertionError(f"{exc}: succeeded {last.get('succeededRuns')}, failed"
+                             f" {last.get('failedRuns')}, recent runs {runs}") from None
     assert status.get("skippedRuns", 0) == 0
     assert status.get("missedRuns", 0) == 0
 
@@ -226,6 +253,48 @@ def test_history_limits_at_max_count_every_run_once(namespace: str,
     after = status_of(namespace, "history")
     assert (after["succeededRuns"], after["failedRuns"]) == (13, 12)
     assert after.get("missedRuns", 0) == 0
+
+
+@pytest.mark.timeout(400)
+def test_a_pod_that_cannot_start_is_replaced_and_the_run_names_why(
+        namespace: str, operator: Operator) -> None:
+    """A container the runtime cannot start is not the run's failure. The Job the operator's
+    CronJob describes (backoffLimit 0) gets a new pod, with the Job controller's back-off,
+    without spending its backoffLimit; one that can never start ends at the deadline, and the
+    run is folded as DeadlineExceeded naming the start error, not as an InvalidReport of the
+    runtime's text (which the kubelet puts where the report would be)."""
+    require_image()
+    secrets(namespace)
+    apply(namespace, crontask("nostart"))
+    cj = wait_for("the nostart CronJob", lambda: get("cronjob", "nostart", namespace))
+    ready(namespace, "nostart")
+    template = cj["spec"]["jobTemplate"]
+    spec = template["spec"]
+    assert spec["backoffLimit"] == 0 and spec["podFailurePolicy"]["rules"], spec
+    spec["activeDeadlineSeconds"] = 50
+    (container,) = spec["template"]["spec"]["containers"]
+    container["command"] = ["/nonexistent/crontask-job"]  # only this differs from the CronJob's
+    owner = {"apiVersion": "batch/v1", "kind": "CronJob", "name": "nostart",
+             "uid": cj["metadata"]["uid"], "controller": True}
+    apply(namespace, {"apiVersion": "batch/v1", "kind": "Job",
+                      "metadata": {"name": "nostart-by-hand", "ownerReferences": [owner],
+                                   "labels": template["metadata"]["labels"]},
+                      "spec": spec})
+
+    def folded() -> dict[str, Any] | None:
+        last = status_of(namespace, "nostart").get("lastRun") or {}
+        return last if last.get("jobName") == "nostart-by-hand" else None
+    last = wait_for("the run folded", folded, timeout=240)
+    job = get("job", "nostart-by-hand", namespace)
+    assert job is not None
+    endings = pod_endings(namespace, "nostart-by-hand")
+    assert len(endings) >= 2, f"the pod was not replaced: {endings}"
+    assert all(" StartError 128 " in e for e in endings), endings
+    assert not job["status"].get("failed"), "a pod that never started spent the backoffLimit"
+    assert (last["outcome"], last["reason"]) == ("Failed", "DeadlineExceeded"), last
+    assert "StartError (exit code 128)" in last["message"], last
+    assert "/nonexistent/crontask-job" in last["message"], last
+    assert status_of(namespace, "nostart")["failedRuns"] == 1
 
 
 def test_a_refused_spec_suspends_the_cronjob_until_fixed(namespace: str) -> None:
