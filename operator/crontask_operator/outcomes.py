@@ -30,7 +30,11 @@ from crontask_operator import names, schemacheck
 REPORT_GRACE_SECONDS: Final = 20
 NEVER_STARTED: Final = frozenset({"StartError", "ContainerCannotRun"})
 """Terminated reasons of a container the runtime could not start (containerd and CRI-O say
-StartError, Docker said ContainerCannotRun): its message is the runtime's, not a report."""
+StartError, Docker said ContainerCannotRun)."""
+NOT_A_REPORT: Final = NEVER_STARTED | {"ContainerStatusUnknown"}
+"""Terminated reasons whose message the runtime or the kubelet wrote, not the container: a
+container that never started, and one the kubelet lost track of ("The container could not be
+located when the pod was deleted")."""
 """How long after a Job finished to wait for its pods' final state before folding without it.
 
 Jobs and Pods arrive on separate watch streams; the Pod's terminated state can lag the Job's
@@ -111,9 +115,9 @@ class PodResult:
     message: str | None = None
     """The termination message: the run report, when the job got to write it."""
     finished_at: str | None = None
-    start_error: str | None = None
-    """The runtime's error for a container it could not start: no code of the run ran, and
-    the kubelet puts that error where the termination message would be."""
+    runtime_message: str | None = None
+    """What the runtime or the kubelet wrote where the termination message would be (reasons
+    in NOT_A_REPORT): for a container that never started, why; no code of the run ran."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ def pod_result(body: Mapping[str, Any]) -> PodResult:
     terminated = _mapping(_mapping(mine[0].get("state")).get("terminated")) if mine else {}
     kind, _, owner_uid = _controller(meta)
     message = terminated.get("message")
-    never_started = terminated.get("reason") in NEVER_STARTED
+    not_a_report = terminated.get("reason") in NOT_A_REPORT
     return PodResult(
         name=clean(meta.get("name"), MAX_NAME) or "",
         job_name=clean(job, MAX_NAME) or "",
@@ -184,9 +188,9 @@ def pod_result(body: Mapping[str, Any]) -> PodResult:
         exit_code=_int(terminated.get("exitCode")),
         reason=clean(terminated.get("reason"), MAX_REASON),
         message=message[:MAX_TERMINATION_MESSAGE + 1]
-        if isinstance(message, str) and not never_started else None,
+        if isinstance(message, str) and not not_a_report else None,
         finished_at=rfc3339(terminated.get("finishedAt")),
-        start_error=clean(message, MAX_MESSAGE) if never_started else None,
+        runtime_message=clean(message, MAX_MESSAGE) if not_a_report else None,
     )
 
 
@@ -269,8 +273,9 @@ def _killed(pods: Sequence[PodResult]) -> tuple[str | None, str | None]:
         if not pod.terminated:
             continue
         code = pod.exit_code
-        if pod.start_error:
-            return pod.reason, f"pod {pod.name}: {pod.reason} (exit code {code}): {pod.start_error}"
+        if pod.runtime_message:
+            return pod.reason, (f"pod {pod.name}: {pod.reason} (exit code {code}):"
+                                f" {pod.runtime_message}")
         if pod.reason and pod.reason not in ("Error", "Completed"):
             return pod.reason, f"pod {pod.name}: {pod.reason} (exit code {code})"
         if code in EXIT_REASONS:

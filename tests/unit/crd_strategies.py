@@ -149,7 +149,8 @@ def pod_bodies(draw: st.DrawFn, crontask: str = "t") -> dict[str, Any]:
     index = draw(st.integers(0, 5))
     terminated = {"exitCode": draw(st.one_of(st.integers(-1, 300), st.text(max_size=3))),
                   "reason": draw(st.one_of(st.none(), st.sampled_from(
-                      ["Completed", "Error", "OOMKilled", "DeadlineExceeded"]), st.text())),
+                      ["Completed", "Error", "OOMKilled", "DeadlineExceeded", "StartError",
+                       "ContainerStatusUnknown"]), st.text())),
                   "finishedAt": draw(times)}
     message = draw(messages)
     if message is not None:

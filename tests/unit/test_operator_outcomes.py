@@ -183,7 +183,7 @@ def test_a_container_that_never_started_left_no_report_and_its_replacement_is_th
     """A StartError pod's message is the runtime's, not a report: the pod the Job controller
     started in its place (the pod failure policy) decides the run."""
     never = pod_result(pod("p-1", message=RUNC_FREEZE, reason="StartError", exit_code=128))
-    assert never.message is None and never.start_error == RUNC_FREEZE
+    assert never.message is None and never.runtime_message == RUNC_FREEZE
     replacement = pod_result(pod("p-2", message=report(counts={"processed": 4}),
                                  created="2026-01-05T12:00:11Z"))
     run = run_of(job_result(job()), [never, replacement], SOON)
@@ -222,4 +222,15 @@ def test_a_deadline_message_names_no_pod_that_ran() -> None:
 def test_a_start_error_carrying_a_secret_is_masked() -> None:
     leaked = pod_result(pod(message="mount failed: postgresql://app:hunter2@db:5432/x",
                             reason="StartError", exit_code=128))
-    assert "hunter2" not in (leaked.start_error or "x hunter2")
+    assert "hunter2" not in (leaked.runtime_message or "x hunter2")
+
+
+def test_a_container_the_kubelet_lost_is_not_an_invalid_report() -> None:
+    """The kubelet writes its own text for a container it could not find any more."""
+    lost = pod_result(pod(message="The container could not be located when the pod was"
+                                  " deleted.  The container used to be Running",
+                          reason="ContainerStatusUnknown", exit_code=137))
+    run = run_of(job_result(job(failed=True, reason="BackoffLimitExceeded")), [lost], SOON)
+    assert run is not None
+    assert (run.outcome, run.reason) == (FAILED, "ContainerStatusUnknown")
+    assert "could not be located" in (run.message or "")
