@@ -4,6 +4,9 @@
   operator's work on that CronTask and on another one goes on;
 - history limits at their maximum with 25 runs: the counters equal the number of Jobs that ever
   finished, across an operator restart, while the CronJob controller deletes old Jobs;
+- a pod the runtime cannot start, and a pod evicted mid-run, are replaced within the run (the
+  operator's pod failure policy) without spending backoffLimit 0; a container that can never
+  start is reported at the deadline, naming the start error;
 - a refused spec suspends the CronJob, and fixing it resumes it;
 - a no-op resync writes nothing for specs the API server canonicalises (empty env values,
   quantities such as ``+1``), and the operator's quantity spellings are the server's own;
@@ -255,6 +258,32 @@ def test_history_limits_at_max_count_every_run_once(namespace: str,
     assert after.get("missedRuns", 0) == 0
 
 
+def run_of_template(namespace: str, cronjob: str, name: str, command: list[str],
+                    **spec: Any) -> None:
+    """Start a run of the CronJob by hand, as ``kubectl create job --from=cronjob`` does, from
+    the operator's own Job template with only ``command`` (and the ``spec`` fields) changed:
+    the pod failure policy, backoffLimit and pod are the operator's."""
+    cj = wait_for(f"the {cronjob} CronJob", lambda: get("cronjob", cronjob, namespace))
+    template = cj["spec"]["jobTemplate"]
+    job_spec = {**template["spec"], **spec}
+    assert job_spec["backoffLimit"] == 0 and job_spec["podFailurePolicy"]["rules"], job_spec
+    (container,) = job_spec["template"]["spec"]["containers"]
+    container["command"] = command
+    owner = {"apiVersion": "batch/v1", "kind": "CronJob", "name": cronjob,
+             "uid": cj["metadata"]["uid"], "controller": True}
+    apply(namespace, {"apiVersion": "batch/v1", "kind": "Job",
+                      "metadata": {"name": name, "ownerReferences": [owner],
+                                   "labels": template["metadata"]["labels"]},
+                      "spec": job_spec})
+
+
+def folded_run(namespace: str, crontask_name: str, job: str) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        last = status_of(namespace, crontask_name).get("lastRun") or {}
+        return last if last.get("jobName") == job else None
+    return wait_for(f"the run of {job} folded", probe, timeout=240)
+
+
 @pytest.mark.timeout(400)
 def test_a_pod_that_cannot_start_is_replaced_and_the_run_names_why(
         namespace: str, operator: Operator) -> None:
@@ -266,25 +295,10 @@ def test_a_pod_that_cannot_start_is_replaced_and_the_run_names_why(
     require_image()
     secrets(namespace)
     apply(namespace, crontask("nostart"))
-    cj = wait_for("the nostart CronJob", lambda: get("cronjob", "nostart", namespace))
     ready(namespace, "nostart")
-    template = cj["spec"]["jobTemplate"]
-    spec = template["spec"]
-    assert spec["backoffLimit"] == 0 and spec["podFailurePolicy"]["rules"], spec
-    spec["activeDeadlineSeconds"] = 50
-    (container,) = spec["template"]["spec"]["containers"]
-    container["command"] = ["/nonexistent/crontask-job"]  # only this differs from the CronJob's
-    owner = {"apiVersion": "batch/v1", "kind": "CronJob", "name": "nostart",
-             "uid": cj["metadata"]["uid"], "controller": True}
-    apply(namespace, {"apiVersion": "batch/v1", "kind": "Job",
-                      "metadata": {"name": "nostart-by-hand", "ownerReferences": [owner],
-                                   "labels": template["metadata"]["labels"]},
-                      "spec": spec})
-
-    def folded() -> dict[str, Any] | None:
-        last = status_of(namespace, "nostart").get("lastRun") or {}
-        return last if last.get("jobName") == "nostart-by-hand" else None
-    last = wait_for("the run folded", folded, timeout=240)
+    run_of_template(namespace, "nostart", "nostart-by-hand", ["/nonexistent/crontask-job"],
+                    activeDeadlineSeconds=50)
+    last = folded_run(namespace, "nostart", "nostart-by-hand")
     job = get("job", "nostart-by-hand", namespace)
     assert job is not None
     endings = pod_endings(namespace, "nostart-by-hand")
@@ -295,6 +309,45 @@ def test_a_pod_that_cannot_start_is_replaced_and_the_run_names_why(
     assert "StartError (exit code 128)" in last["message"], last
     assert "/nonexistent/crontask-job" in last["message"], last
     assert status_of(namespace, "nostart")["failedRuns"] == 1
+
+
+@pytest.mark.timeout(400)
+def test_an_evicted_pod_is_replaced_and_the_run_succeeds(
+        namespace: str, operator: Operator) -> None:
+    """A pod evicted mid-run (a node drain, preemption: the API server marks it
+    DisruptionTarget) is replaced within the same run, without spending backoffLimit 0, and
+    the run is Succeeded once the replacement finishes, counted once."""
+    require_image()
+    secrets(namespace)
+    apply(namespace, crontask("evicted"))
+    ready(namespace, "evicted")
+    # As the jobs do on SIGTERM (a PID 1 without a handler would not even see it): exit 1.
+    stops_on_sigterm = ("import signal, sys, time;"
+                        " signal.signal(signal.SIGTERM, lambda *_: sys.exit(1)); time.sleep(12)")
+    run_of_template(namespace, "evicted", "evicted-by-hand",
+                    ["/opt/crontask/bin/python", "-c", stops_on_sigterm])
+
+    def running_pod() -> str | None:
+        pods = kubectl_json("get", "pods", "-n", namespace, "-l",
+                            "job-name=evicted-by-hand")["items"]
+        return next((p["metadata"]["name"] for p in pods
+                     if p["status"].get("phase") == "Running"), None)
+    first = wait_for("the run's pod running", running_pod, timeout=120)
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": first, "namespace": namespace}}
+    kubectl("create", "--raw", f"/api/v1/namespaces/{namespace}/pods/{first}/eviction",
+            "-f", "-", stdin=json.dumps(eviction))
+    last = folded_run(namespace, "evicted", "evicted-by-hand")
+    job = get("job", "evicted-by-hand", namespace)
+    assert job is not None and job["status"].get("succeeded") == 1, job and job["status"]
+    assert not job["status"].get("failed"), "an evicted pod spent the backoffLimit"
+    # The evicted pod is gone (an eviction deletes it); the one that finished is another.
+    pods = kubectl_json("get", "pods", "-n", namespace, "-l", "job-name=evicted-by-hand")["items"]
+    done = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Succeeded"]
+    assert done and first not in done, (first, [p["metadata"]["name"] for p in pods])
+    assert last["outcome"] == "Succeeded", last
+    status = status_of(namespace, "evicted")
+    assert (status.get("succeededRuns"), status.get("failedRuns", 0)) == (1, 0), status
 
 
 def test_a_refused_spec_suspends_the_cronjob_until_fixed(namespace: str) -> None:
