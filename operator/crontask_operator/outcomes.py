@@ -28,6 +28,10 @@ from crontask_contract.report import (
 from crontask_operator import names, schemacheck
 
 REPORT_GRACE_SECONDS: Final = 20
+"""How long after a Job finished to wait for its pods' final state before folding without it.
+
+Jobs and Pods arrive on separate watch streams; the Pod's terminated state can lag the Job's
+Complete condition by a moment."""
 NEVER_STARTED: Final = frozenset({"StartError", "ContainerCannotRun"})
 """Terminated reasons of a container the runtime could not start (containerd and CRI-O say
 StartError, Docker said ContainerCannotRun)."""
@@ -35,10 +39,6 @@ NOT_A_REPORT: Final = NEVER_STARTED | {"ContainerStatusUnknown"}
 """Terminated reasons whose message the runtime or the kubelet wrote, not the container: a
 container that never started, and one the kubelet lost track of ("The container could not be
 located when the pod was deleted")."""
-"""How long after a Job finished to wait for its pods' final state before folding without it.
-
-Jobs and Pods arrive on separate watch streams; the Pod's terminated state can lag the Job's
-Complete condition by a moment."""
 
 EXIT_REASONS: Final = {1: "RunFailed", 2: "ConfigurationError", 3: "DatabaseUnreachable"}
 """The jobs CLI's exit codes, for a pod that left no readable report."""
