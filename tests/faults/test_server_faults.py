@@ -55,6 +55,14 @@ def stopped_when(args: list[str], url: str, ready: Any, what: str,
     return proc.returncode, out, err
 
 
+def committing(sql: sa.Engine, application: str) -> Any:
+    """How many of the application's sessions wait in a COMMIT: on a trigger's sleep, or on a
+    synchronous standby."""
+    return scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"
+                       " AND (wait_event = 'SyncRep' OR wait_event = 'PgSleep'"
+                       " AND query LIKE '%COMMIT')", {"a": application})
+
+
 def test_a_restart_mid_run_settles_every_claim(own_server: Server) -> None:
     url, sql = fresh(own_server)
     add_conversations(sql, 30, idle_minutes=30)
@@ -351,12 +359,9 @@ def test_a_sigterm_while_a_chunk_commits_waits_for_the_commit_and_counts_it(
         BEGIN IF NEW.user_id = '{target}' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
         CREATE CONSTRAINT TRIGGER late AFTER INSERT ON score_history
             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION late();""")
-    code, out, err = stopped_when(
-        ["decay", "--workers", "2"], url,
-        lambda: scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
-                            " 'crontask-job decay' AND wait_event = 'PgSleep'"
-                            " AND query = 'COMMIT'"),
-        "the target's chunk to be committing")
+    code, out, err = stopped_when(["decay", "--workers", "2"], url,
+                                  lambda: committing(sql, "crontask-job decay"),
+                                  "the target's chunk to be committing")
     assert code == 1, err
     report = report_of(out)
     assert (report["status"], report["reason"]) == ("failed", "terminated")
@@ -390,12 +395,6 @@ def stall_commits(sql: sa.Engine, table: str, condition: str, how: str) -> None:
                   END IF; RETURN NULL; END $$;
             CREATE TRIGGER late AFTER UPDATE ON {table}
                 FOR EACH ROW EXECUTE FUNCTION late();""")
-
-
-def committing(sql: sa.Engine, application: str) -> Any:
-    return scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"
-                       " AND (wait_event = 'SyncRep' OR wait_event = 'PgSleep'"
-                       " AND query LIKE '%COMMIT')", {"a": application})
 
 
 @pytest.mark.parametrize("own_server", [NO_STANDBY], indirect=True)
