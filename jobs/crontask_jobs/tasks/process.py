@@ -7,7 +7,8 @@ next: no claim waits in a queue, so `recover` never fails a conversation whose p
 not started, and two parallel runs never take the same conversation. `--max-in-flight` caps
 `processing` across all runs and pods: each claim takes a transaction advisory lock, counts
 what is in flight and claims only below the cap. The engine's pool holds exactly one
-connection per worker plus one for the run's own bookkeeping.
+connection per worker plus one for the run's own bookkeeping. Workers start a few at a time
+(`pipeline.ramp`), so that their round trips do not all land at once.
 
 Faults stay with the conversation they hit. A worker that cannot connect (the server refuses,
 `max_connections` is reached) stops; the others go on. A conversation whose connection fails
@@ -48,6 +49,7 @@ from crontask_jobs.pipeline.engine import (
     run_conversation,
     send,
 )
+from crontask_jobs.pipeline.ramp import StartRamp
 from crontask_jobs.pipeline.stage import Stage
 from crontask_jobs.pipeline.stats import fold_errors, fold_timings
 from crontask_jobs.repositories import JobExecutionRepository
@@ -199,12 +201,13 @@ class _Run:
     last_outcome: float | None = None
     """When the last conversation ended: what comes after is the run's fixed end."""
 
-    async def worker(self) -> None:
+    async def worker(self, index: int, ramp: StartRamp) -> None:
         """Claim, run, repeat, on one connection held for the slot's life (a new one only
-        after a conversation's connection failed)."""
+        after a conversation's connection failed), from its turn in the ramp."""
         held: AsyncExitStack | None = None
         slot: SlotConnection | None = None
         try:
+            await ramp.turn(index)
             while self.budget > 0:
                 self.budget -= 1  # reserved before the first await: no two workers take one
                 try:
@@ -216,6 +219,7 @@ class _Run:
                     if self.first_claim is None:
                         self.first_claim = time.monotonic()
                     claim = await claim_one(slot, self.options)
+                    ramp.started(index)
                     if claim is None:
                         self.budget += 1
                         break
@@ -237,6 +241,7 @@ class _Run:
                     return
             self.workers_finished += 1
         finally:
+            ramp.started(index)
             if held is not None:
                 await held.aclose()
 
@@ -319,7 +324,8 @@ async def run_process(engine: AsyncEngine, options: ProcessOptions,
              workers)
     terminated = False
     try:
-        await asyncio.gather(*(run.worker() for _ in range(workers)))
+        ramp = StartRamp(workers)
+        await asyncio.gather(*(run.worker(index, ramp) for index in range(workers)))
     except asyncio.CancelledError:
         terminated = True
         log.warning("process: terminated; settling this run's claims")
