@@ -17,6 +17,9 @@
   the same with `SELECT 1` for each message (the round trips alone); and the job's statements
   in one round trip per conversation, the next claim (with its COMMIT and the next opening)
   sent in the final message (`one_message`: what chaining claims would at best reach).
+  Their slots start as the job's do, a few at a time (`StartRamp`): started together, slots
+  of equal stages stay in step and every round trip waits on a burst, which no careful client
+  need suffer, so a floor that started them together would not be a floor.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from crontask_jobs.pipeline.engine import Script, message
+from crontask_jobs.pipeline.ramp import StartRamp
 from crontask_jobs.pipeline.stage import Stage, StageContext
 from crontask_jobs.tasks.process import ProcessOptions, claim_statement
 
@@ -187,6 +191,7 @@ def process_floor(db: URL, batch: int, concurrency: int, latency: float, *,
         for conn in conns:
             await conn.execute(script.prepare, prepare=False)
         left = [batch]
+        ramp = StartRamp(concurrency)
 
         async def claimed(cursor: psycopg.AsyncCursor[Any], skip: int) -> Any:
             for _ in range(skip):
@@ -195,12 +200,20 @@ def process_floor(db: URL, batch: int, concurrency: int, latency: float, *,
             assert got is not None, "the floor ran out of eligible conversations"
             return got
 
-        async def slot(conn: psycopg.AsyncConnection[Any]) -> None:
+        async def slot(index: int, conn: psycopg.AsyncConnection[Any]) -> None:
+            await ramp.turn(index)
+            try:
+                await slot_work(index, conn)
+            finally:
+                ramp.started(index)
+
+        async def slot_work(index: int, conn: psycopg.AsyncConnection[Any]) -> None:
             if sends == "one_message":  # the next claim rides on the final message
                 if left[0] <= 0:
                     return
                 left[0] -= 1
                 row = await claimed(await conn.execute(script.claim_and_open, prepare=False), 1)
+                ramp.started(index)
                 while True:
                     await asyncio.sleep(latency)
                     final = script.finish(row[0], [])
@@ -217,13 +230,14 @@ def process_floor(db: URL, batch: int, concurrency: int, latency: float, *,
                                                            prepare=False), 1)
                 else:
                     await conn.execute(b"SELECT 1", prepare=False)
+                ramp.started(index)
                 await asyncio.sleep(latency)
                 await conn.execute(script.finish(row[0], []) if sends == "statements"
                                    else b"SELECT 1", prepare=False)
 
         t0 = time.perf_counter()
         try:
-            await asyncio.gather(*(slot(conn) for conn in conns))
+            await asyncio.gather(*(slot(index, conn) for index, conn in enumerate(conns)))
             return time.perf_counter() - t0
         finally:
             for conn in conns:
