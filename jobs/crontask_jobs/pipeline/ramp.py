@@ -3,8 +3,8 @@
 Slots whose stages take about as long keep the phase they start with. Started together, every
 slot's round trips reach the server and the event loop in one burst, and each cycle waits for
 the burst to drain: at concurrency 50 in the benchmark, a round trip that takes 0.1 ms alone
-took 2-4 ms on average and up to 60 ms, and the run reached 68-78% of its ideal. Started a
-round trip apart, the slots interleave: 1.6 ms on average, 7 ms at most, and 80-85% of the
+took 4 ms on average and up to 63 ms, and the run reached 71-81% of its ideal. Started a
+round trip apart, the slots interleave: 1.6 ms on average, 7 ms at most, and 79-86% of the
 ideal (BENCHMARKS.md). The server is also spared a storm of connections and claims at the
 start of every run.
 """
@@ -21,7 +21,7 @@ slot i - WIDTH is under way. 1, 2, 4, 8 and 16 measured alike; 4 is the least he
 slow slot."""
 MAX_WAIT_S: Final = 0.25
 """The longest a slot waits for the one before it, from that one's turn: a slot slow to connect
-or claim holds the slots behind it back by this much, never more (a first claim took 60 ms at
+or claim holds the slots behind it back by this much, never more (a first claim took 63 ms at
 most in the benchmark, under load)."""
 
 
