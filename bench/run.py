@@ -414,7 +414,8 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
                   f" | {mib(r['peak_rss_kib'])} |")
         print(f"\n(naive: {ideal['naive_sample']} timed serially in"
               f" {ideal['naive_sample_s']:.1f} s, scaled. Floors: bare psycopg connections on"
-              " one event loop, each conversation a stage-long sleep between two round trips:"
+              " one event loop, their slots started a few at a time as the job's are, each"
+              " conversation a stage-long sleep between two round trips:"
               " `SELECT 1` each, or the job's own two messages; or the job's statements in one"
               " round trip, the next claim sent with the final update; see bench/floors.py."
               " The run's fixed start: its execution row and a slot's connection, before the"
