@@ -28,10 +28,12 @@ async def ramp_up(slots: int, width: int, starts_in_s: list[float], never: set[i
     ramp = StartRamp(slots, width, max_wait_s)
     events: list[str] = []
     starting = [0, 0]
+    turned = [asyncio.Event() for _ in range(slots)]
 
     async def slot(i: int) -> None:
         await ramp.turn(i)
         events.append(f"turn {i}")
+        turned[i].set()
         starting[0] += 1
         starting[1] = max(starting)
         try:
@@ -46,8 +48,11 @@ async def ramp_up(slots: int, width: int, starts_in_s: list[float], never: set[i
 
     tasks = [asyncio.ensure_future(slot(i)) for i in range(slots)]
     try:
-        await asyncio.wait_for(asyncio.gather(*(t for i, t in enumerate(tasks)
-                                                if i not in never)), DEADLOCK_GUARD_S)
+        # every slot that reports in, and the turn of every slot that never does (which may
+        # come after all the others are done)
+        await asyncio.wait_for(asyncio.gather(
+            *(t for i, t in enumerate(tasks) if i not in never),
+            *(turned[i].wait() for i in never)), DEADLOCK_GUARD_S)
         turns = [e for e in events if e.startswith("turn")]
         assert len(turns) == slots, f"slots never got their turn: {events}"
     finally:
