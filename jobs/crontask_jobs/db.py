@@ -61,6 +61,11 @@ def make_engine(target: DatabaseTarget, *, task: str, pool_size: int,
         pool_timeout=POOL_TIMEOUT_SECONDS,
         pool_pre_ping=True,
         hide_parameters=True,
+        # A pipeline slot's driver is in autocommit and runs the engine's own explicit
+        # transactions (pipeline/engine.py): SQLAlchemy's rollback of its view of a
+        # transaction there must never reach the driver, where the next conversation's
+        # transaction may already be open. Elsewhere nothing is in autocommit.
+        skip_autocommit_rollback=True,
         connect_args=client_keywords(task, target.keywords()),
     )
     # First, before even the dialect's own first-connect queries: no statement of a session

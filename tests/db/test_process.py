@@ -370,6 +370,56 @@ def test_each_conversation_starts_with_sqlalchemy_outside_a_transaction(
     assert scalar(sql, "SELECT count(*) FROM conversations WHERE summary = 'seen'") == 4
 
 
+def test_a_slot_takes_each_next_conversation_with_the_final_message(
+        db_url: URL, sql: sa.Engine) -> None:
+    """One slot, one connection: after the first, each conversation is claimed in the message
+    that committed the one before (the claim after the COMMIT, in a transaction of its own),
+    so its stages run in a transaction of their own that the next claim does not share. A
+    stage that fails rolls back only its own conversation's writes."""
+    ids = add_conversations(sql, 6, idle_minutes=20, messages=0)
+    order: list[object] = []
+
+    async def write_then_maybe_fail(ctx: StageContext) -> None:
+        order.append(ctx.conversation_id)
+        await ctx.conn.execute(sa.text("UPDATE conversations SET summary = 'written'"
+                                       " WHERE id = :id"), {"id": ctx.conversation_id})
+        if len(order) % 2 == 0:
+            raise StageError("every second one fails")
+
+    report = process(db_url, [Stage("write", write_then_maybe_fail)], batch_size=6,
+                     max_concurrent_pipelines=1)
+    assert (report.counts["processed"], report.counts["failed"]) == (3, 3)
+    assert sorted(map(str, order)) == sorted(map(str, ids))
+    got = {r.id: r for r in rows(sql, "SELECT id, status, summary FROM conversations")}
+    for n, cid in enumerate(order, start=1):
+        expected = ("failed", None) if n % 2 == 0 else ("processed", "written")
+        assert (got[cid].status, got[cid].summary) == expected
+    # Each claim committed before its own conversation ran: a fresh claim, one attempt each.
+    assert scalar(sql, "SELECT max(attempts) FROM conversations") == 1
+
+
+def test_a_next_claim_that_fails_after_the_commit_leaves_the_conversation_processed(
+        db_url: URL, sql: sa.Engine) -> None:
+    """The next claim travels after the finished conversation's COMMIT, in the same message.
+    When the claim fails there (here a stage removed the run's prepared claim from its
+    session), the error comes after the conversation committed: it is reported `processed`,
+    as the database says, not failed or lost. The slot then cannot claim, and stops."""
+    add_conversations(sql, 3, idle_minutes=20, messages=0)
+
+    async def drop_the_claim(ctx: StageContext) -> None:
+        await ctx.conn.execute(sa.text(f"DEALLOCATE crontask_claim_{ctx.execution_id.hex}"))
+
+    report = process(db_url, [Stage("drop", drop_the_claim)], batch_size=3,
+                     max_concurrent_pipelines=1)
+    assert (report.counts["processed"], report.counts["failed"], report.counts["lost"]) == (
+        1, 0, 0)
+    assert statuses(sql) == {"processed": 1, "active": 2}
+    assert report.status == "failed"  # its only slot could not go on
+    assert "does not exist" in (report.error or "")
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE status = 'active'"
+                       " AND claimed_by IS NULL") == 2  # nothing claimed and left behind
+
+
 def test_a_schema_without_the_finish_function_claims_nothing(db_url: URL,
                                                              sql: sa.Engine) -> None:
     """A jobs image newer than its database's schema (migration 0004 not applied): the run

@@ -56,11 +56,12 @@ def stopped_when(args: list[str], url: str, ready: Any, what: str,
 
 
 def committing(sql: sa.Engine, application: str) -> Any:
-    """How many of the application's sessions wait in a COMMIT: on a trigger's sleep, or on a
-    synchronous standby."""
+    """How many of the application's sessions wait in a COMMIT: on a trigger's sleep (in a
+    message that commits: a pipeline's final message goes on to the slot's next claim after
+    its COMMIT), or on a synchronous standby."""
     return scalar(sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"
                        " AND (wait_event = 'SyncRep' OR wait_event = 'PgSleep'"
-                       " AND query LIKE '%COMMIT')", {"a": application})
+                       " AND query LIKE '%COMMIT%')", {"a": application})
 
 
 def test_a_restart_mid_run_settles_every_claim(own_server: Server) -> None:

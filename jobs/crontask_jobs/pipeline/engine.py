@@ -26,10 +26,15 @@ Round trips. A pipeline slot keeps its connection, and the engine drives its tra
 the driver (psycopg) itself, in autocommit with explicit BEGIN and COMMIT (`Script`): the claim
 with its COMMIT, the conversation's BEGIN and the first stage's limits travel in one message;
 each later stage's savepoint and limits in one; the final update, with what the stages left
-pending (a savepoint to release or roll back) and the COMMIT, in one. SQLAlchemy, which the
-stages use, is told nothing of these transactions: its own view (a transaction it began for a
-stage's statement) is cleared after each conversation (`SlotConnection.reset`), so every
-conversation starts as a fresh checkout would.
+pending (a savepoint to release or roll back) and the COMMIT, in one, and the slot's next claim
+with its opening rides on that same message (`claim_next`): one round trip per conversation
+beyond the stages' own. The next claim is still taken only once the slot is free (its
+conversation committed), and commits before the next conversation's transaction opens.
+SQLAlchemy, which the stages use, is told nothing of these transactions: its own view (a
+transaction it began for a stage's statement) is cleared after each conversation
+(`SlotConnection.reset`) without reaching the driver (the engine is made with
+`skip_autocommit_rollback`, and a slot's driver is in autocommit), so every conversation starts
+as a fresh checkout would, even with the next conversation's transaction already open.
 """
 
 from __future__ import annotations
@@ -70,6 +75,16 @@ class Claim:
     conversation_id: uuid.UUID
     user_id: uuid.UUID
     last_message_at: datetime
+
+
+NOTHING_LEFT: Final = "nothing left"
+"""What a next claim sent with a final message found when no conversation was eligible."""
+NextClaim = Claim | Literal["nothing left"] | None
+"""What came of the claim sent with a conversation's final message: the next conversation
+(claimed, its transaction open), NOTHING_LEFT (the slot's connection left idle), or None when
+none was sent or its answer never came (the conversation did not end with its final message,
+or that message failed): the slot claims on its own then, and a claim whose commit it never
+heard of is settled with the run's other claims."""
 
 
 @dataclass
@@ -162,8 +177,10 @@ class SlotConnection:
 
     async def reset(self) -> bool:
         """After a conversation: clear SQLAlchemy's view of the transaction (a stage's
-        statement made it begin one; the driver's is over). False if the connection cannot be
-        trusted any more."""
+        statement made it begin one). Its rollback never reaches the driver, which is in
+        autocommit (`skip_autocommit_rollback`): the driver's transaction is the engine's, over
+        or already the next conversation's. False if the connection cannot be trusted any
+        more."""
         try:
             if self.conn.in_transaction() and not self.conn.invalidated:
                 await self.conn.rollback()
@@ -214,7 +231,7 @@ class Script:
     """BEGIN, the claim, COMMIT and the opening, in one message. The BEGIN and COMMIT are
     explicit: statements of one message share one implicit transaction, which the opening's
     BEGIN would extend over the claim, and the claim must commit before the conversation's
-    transaction opens."""
+    transaction opens. The claim's row is its second result (`claimed_row`)."""
     opening: bytes
     """BEGIN and the first stage's limits: what `run_conversation` expects already sent."""
     before_stage: tuple[bytes, ...]
@@ -250,10 +267,26 @@ class Script:
                    message(b"BEGIN", execute_claim, b"COMMIT", opening), opening, before,
                    compose("EXECUTE {name}", name=finish_name))
 
-    def finish(self, conversation_id: uuid.UUID, pending: Sequence[bytes]) -> bytes:
-        """What the stages left pending, the guarded final update, and the COMMIT."""
+    def finish(self, conversation_id: uuid.UUID, pending: Sequence[bytes], *,
+               claim_next: bool = False) -> bytes:
+        """What the stages left pending, the guarded final update, and the COMMIT; with
+        `claim_next`, then the next claim and its opening (`claim_and_open`), which the first
+        error (a lost conversation's among them) keeps from running."""
         return message(*pending, b"%s(%s)" % (self.finish_prefix, sql.Literal(
-            conversation_id).as_bytes(None)), b"COMMIT")
+            conversation_id).as_bytes(None)), b"COMMIT",
+            self.claim_and_open if claim_next else b"")
+
+
+FINISH_RESULTS: Final = 2
+"""Results of a final message after what the stages left pending: the update, the COMMIT."""
+
+
+async def claimed_row(cursor: psycopg.AsyncCursor[Any], before: int = 0) -> Any:
+    """The claim's row (or None) from a message that ended with `Script.claim_and_open`, after
+    `before` results of statements sent ahead of it."""
+    for _ in range(before + 1):  # and past the claim's BEGIN
+        cursor.nextset()
+    return await cursor.fetchone()
 
 
 async def send(driver: psycopg.AsyncConnection[Any], text: bytes) -> psycopg.AsyncCursor[Any]:
@@ -392,18 +425,23 @@ def _transaction_gone(driver: psycopg.AsyncConnection[Any]) -> bool:
 
 
 async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[Stage],
-                           timeouts: Mapping[str, float]) -> ConversationOutcome:
+                           timeouts: Mapping[str, float], *, claim_next: bool = False
+                           ) -> tuple[ConversationOutcome, NextClaim]:
     """The conversation's outcome, its transaction already open (`Script.opening`, sent with
-    the claim); the caller resets the slot afterwards. Never raises, except when the run
-    itself is cancelled."""
+    its claim), and, with `claim_next`, what came of the next claim sent with its final message;
+    the caller resets the slot afterwards. Never raises, except when the run itself is
+    cancelled."""
     conn, driver, script = slot.conn, slot.driver, slot.script
     out = ConversationOutcome(claim.conversation_id, "processed")
     pending: list[bytes] = []
+    chained = False
     try:
         if not await _stages(slot, claim, stages, timeouts, out, pending):
-            return await _fail(driver, claim, script.owner, out)
+            return await _fail(driver, claim, script.owner, out), None
         try:
-            await send(driver, script.finish(claim.conversation_id, pending))
+            chained = claim_next
+            cursor = await send(driver, script.finish(claim.conversation_id, pending,
+                                                      claim_next=claim_next))
         except psycopg.Error as exc:
             if exc.sqlstate != LOST_SQLSTATE:
                 raise
@@ -411,37 +449,67 @@ async def run_conversation(slot: SlotConnection, claim: Claim, stages: Sequence[
             out.outcome = "lost"
             log.warning("conversation %s was recovered or re-claimed while this run "
                         "processed it: its newer outcome stands", claim.conversation_id)
-        return out
+            return out, None
+        if not claim_next:
+            return out, None
+        row = await claimed_row(cursor, len(pending) + FINISH_RESULTS)
+        if row is None:
+            await driver.rollback()  # the opening, with nothing to do
+            return out, NOTHING_LEFT
+        return out, Claim(row[0], row[1], row[2])
     except asyncio.CancelledError:
         raise
     except _ConnectionGone as gone:
-        return _unresolved(out, gone.failure, gone.fault, "active" if gone.fault else "failed")
+        return _unresolved(out, gone.failure, gone.fault,
+                           "active" if gone.fault else "failed"), None
     except Exception as exc:
         fault = classify(exc)
         failure = out.failure or safe_text(f"pipeline: {fault.reason}: {fault.message}")
         if fault.lost_connection or conn.invalidated or driver.closed:
             return _unresolved(out, failure, fault if fault.lost_connection else None,
-                               "failed" if out.failure else "active")
+                               "failed" if out.failure else "active"), None
         out.failure = failure
         try:
-            return await _fail(driver, claim, script.owner, out)
+            return await _fail(driver, claim, script.owner, out,
+                               may_have_committed=chained), None
         except asyncio.CancelledError:
             raise
         except Exception as again:
             second = classify(again)
             return _unresolved(out, failure, second if second.lost_connection else None,
-                               "failed")
+                               "failed"), None
 
 
 async def _fail(driver: psycopg.AsyncConnection[Any], claim: Claim, owner: uuid.UUID,
-                out: ConversationOutcome) -> ConversationOutcome:
+                out: ConversationOutcome, *, may_have_committed: bool = False
+                ) -> ConversationOutcome:
     """Roll back what the conversation wrote, then mark it failed: one statement, in
-    autocommit."""
+    autocommit. `may_have_committed`: the error came from a final message that also carried
+    the next claim, so it may have come after the conversation's COMMIT, from the claim; the
+    database then says the conversation is processed, and that is its outcome."""
     await driver.rollback()
     marked = await driver.execute(FINISH_FAILED, {"id": claim.conversation_id, "owner": owner,
                                                   "reason": out.failure or ""})
-    out.outcome = "failed" if marked.rowcount == 1 else "lost"
+    if marked.rowcount == 1:
+        out.outcome = "failed"
+    elif may_have_committed and await _processed_by(driver, claim, owner):
+        log.warning("conversation %s: processed; the next claim sent with it failed: %s",
+                    claim.conversation_id, out.failure)
+        out.outcome, out.failure = "processed", None
+    else:
+        out.outcome = "lost"
     return out
+
+
+PROCESSED_BY: Final = """
+SELECT 1 FROM conversations WHERE id = %(id)s AND status = 'processed' AND claimed_by = %(owner)s
+"""
+
+
+async def _processed_by(driver: psycopg.AsyncConnection[Any], claim: Claim,
+                        owner: uuid.UUID) -> bool:
+    found = await driver.execute(PROCESSED_BY, {"id": claim.conversation_id, "owner": owner})
+    return await found.fetchone() is not None
 
 
 def _unresolved(out: ConversationOutcome, failure: str, fault: Fault | None,

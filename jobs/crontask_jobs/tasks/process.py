@@ -3,12 +3,13 @@
 `--max-concurrent-pipelines` workers share the run's `--batch-size`. A worker claims one
 conversation only when it is free to run it (one short transaction: `FOR NO KEY UPDATE SKIP
 LOCKED`, status `processing`, this run's execution id as owner), runs it, and claims the
-next: no claim waits in a queue, so `recover` never fails a conversation whose pipeline has
-not started, and two parallel runs never take the same conversation. `--max-in-flight` caps
-`processing` across all runs and pods: each claim takes a transaction advisory lock, counts
-what is in flight and claims only below the cap. The engine's pool holds exactly one
-connection per worker plus one for the run's own bookkeeping. Workers start a few at a time
-(`pipeline.ramp`), so that their round trips do not all land at once.
+next in the message that commits the finished one (after its COMMIT): no claim waits in a
+queue, so `recover` never fails a conversation whose pipeline has not started, and two
+parallel runs never take the same conversation. `--max-in-flight` caps `processing` across
+all runs and pods: each claim takes a transaction advisory lock, counts what is in flight
+and claims only below the cap (those claims travel on their own). The engine's pool holds
+exactly one connection per worker plus one for the run's own bookkeeping. Workers start a
+few at a time (`pipeline.ramp`), so that their round trips do not all land at once.
 
 Faults stay with the conversation they hit. A worker that cannot connect (the server refuses,
 `max_connections` is reached) stops; the others go on. A conversation whose connection fails
@@ -41,10 +42,12 @@ from crontask_jobs.db import connection
 from crontask_jobs.faults import Fault, classify
 from crontask_jobs.messages import safe_text
 from crontask_jobs.pipeline.engine import (
+    NOTHING_LEFT,
     Claim,
     ConversationOutcome,
     Script,
     SlotConnection,
+    claimed_row,
     resolve_timeouts,
     run_conversation,
     send,
@@ -159,9 +162,7 @@ async def claim_one(slot: SlotConnection, options: ProcessOptions) -> Claim | No
     claim lock first."""
     driver, script = slot.driver, slot.script
     if options.max_in_flight is None:
-        cursor = await send(driver, script.claim_and_open)
-        cursor.nextset()  # past the BEGIN
-        row = await cursor.fetchone()
+        row = await claimed_row(await send(driver, script.claim_and_open))
     else:
         async with driver.transaction():
             await driver.execute(LOCK_CLAIMS, {"k": CLAIM_LOCK_KEY})
@@ -203,33 +204,54 @@ class _Run:
 
     async def worker(self, index: int, ramp: StartRamp) -> None:
         """Claim, run, repeat, on one connection held for the slot's life (a new one only
-        after a conversation's connection failed), from its turn in the ramp."""
+        after a conversation's connection failed), from its turn in the ramp. Each claim is
+        paid for from the batch before it is sent (no two workers take one), and the next
+        claim rides on the finished conversation's final message when the batch allows."""
         held: AsyncExitStack | None = None
         slot: SlotConnection | None = None
+        claim: Claim | None = None
         try:
             await ramp.turn(index)
-            while self.budget > 0:
-                self.budget -= 1  # reserved before the first await: no two workers take one
+            while claim is not None or self.budget > 0:
                 try:
-                    if held is None or slot is None:
-                        held = AsyncExitStack()
-                        slot = await SlotConnection.take(
-                            await held.enter_async_context(connection(self.engine)), self.script)
-                        held.push_async_callback(slot.release)
-                    if self.first_claim is None:
-                        self.first_claim = time.monotonic()
-                    claim = await claim_one(slot, self.options)
-                    ramp.started(index)
                     if claim is None:
-                        self.budget += 1
-                        break
-                    self.claimed.add(claim.conversation_id)
-                    outcome = await run_conversation(slot, claim, self.stages, self.timeouts)
+                        self.budget -= 1  # reserved before the first await
+                        if held is None or slot is None:
+                            held = AsyncExitStack()
+                            slot = await SlotConnection.take(
+                                await held.enter_async_context(connection(self.engine)),
+                                self.script)
+                            held.push_async_callback(slot.release)
+                        if self.first_claim is None:
+                            self.first_claim = time.monotonic()
+                        claim = await claim_one(slot, self.options)
+                        ramp.started(index)
+                        if claim is None:
+                            self.budget += 1
+                            break
+                        self.claimed.add(claim.conversation_id)
+                    # A claim is carried over only on the connection it came on.
+                    assert slot is not None
+                    assert held is not None
+                    claim_next = self.budget > 0 and self.options.max_in_flight is None
+                    if claim_next:
+                        self.budget -= 1
+                    outcome, following = await run_conversation(
+                        slot, claim, self.stages, self.timeouts, claim_next=claim_next)
+                    claim = None
                     self.outcomes.append(outcome)
                     self.last_outcome = time.monotonic()
+                    if isinstance(following, Claim):
+                        self.claimed.add(following.conversation_id)
+                    elif claim_next:
+                        self.budget += 1
                     if outcome.outcome == "unresolved" or not await slot.reset():
                         await _discard(held, slot.conn)
-                        held = slot = None
+                        held = slot = None  # a claim it carried is settled with the rest
+                        following = None
+                    if following == NOTHING_LEFT:
+                        break
+                    claim = following if isinstance(following, Claim) else None
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # connecting or claiming failed: this slot stops
