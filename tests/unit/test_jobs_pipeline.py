@@ -10,10 +10,23 @@ from hypothesis import strategies as st
 from crontask_jobs.faults import Fault
 from crontask_jobs.pipeline import Stage, StageContext, StageError
 from crontask_jobs.pipeline.default import NO_MESSAGES, default_stages, summarise_transcript
-from crontask_jobs.pipeline.engine import ConversationOutcome, resolve_timeouts
+from crontask_jobs.pipeline.engine import (
+    FINISH_RESULTS,
+    RELEASE,
+    ROLLBACK_TO,
+    ConversationOutcome,
+    Script,
+    resolve_timeouts,
+)
 from crontask_jobs.pipeline.loader import PipelineError, load_pipeline
 from crontask_jobs.pipeline.stats import StageResult, fold_errors, fold_timings
-from crontask_jobs.tasks.process import build_counts, phases_ms, run_verdict
+from crontask_jobs.tasks.process import (
+    ProcessOptions,
+    build_counts,
+    claim_statement,
+    phases_ms,
+    run_verdict,
+)
 
 
 async def nothing(ctx: StageContext) -> None:
@@ -155,3 +168,33 @@ def test_a_runs_phases_are_never_negative_and_add_up_to_the_run(
 
 def test_a_runs_phases_split_at_the_first_claim_and_the_last_outcome() -> None:
     assert phases_ms(10.0, 10.05, 11.25, 11.27) == {"start": 50, "work": 1200, "end": 20}
+
+
+# What the stages can leave pending before the final message: per non-critical stage, a release
+# of its savepoint, or a rollback to it and the release.
+pendings = st.lists(st.sampled_from([(RELEASE,), (ROLLBACK_TO, RELEASE)]), max_size=6).map(
+    lambda parts: [statement for part in parts for statement in part])
+
+
+@given(st.uuids(), st.uuids(), pendings, st.booleans())
+def test_a_final_message_carries_the_next_claim_after_its_commit(
+        owner: uuid.UUID, conversation: uuid.UUID, pending: list[bytes], claim_next: bool) -> None:
+    """The final message runs what the stages left pending, the guarded update and the COMMIT,
+    and only then (with `claim_next`) the next claim in a transaction of its own and the next
+    opening. `claimed_row` finds the claim's row at the place this pins."""
+    script = Script.of(owner, claim_statement(owner, ProcessOptions()), [Stage("a", nothing)],
+                       {"a": 1.0})
+    sent = script.finish(conversation, pending, claim_next=claim_next)
+    assert sent == script.finish(conversation, pending, claim_next=claim_next)  # deterministic
+    statements = sent.split(b"; ")
+    assert statements[:len(pending)] == pending
+    update, commit = statements[len(pending):len(pending) + FINISH_RESULTS]
+    assert update == b"%s('%s'::uuid)" % (script.finish_prefix, conversation.hex.encode())
+    assert commit == b"COMMIT"
+    rest = statements[len(pending) + FINISH_RESULTS:]
+    if not claim_next:
+        assert rest == []
+        return
+    assert b"; ".join(rest) == script.claim_and_open
+    assert rest[:3] == [b"BEGIN", script.claim, b"COMMIT"]  # the claim commits on its own
+    assert rest[3:] == script.opening.split(b"; ")
