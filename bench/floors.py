@@ -10,13 +10,14 @@
   what decay's chunks say, that the history rows name users the same transaction updated
   (migration 0003), since that is true of it too. The written state is compared with decay's.
 - process: the ideal (batch / concurrency x stage latency) leaves out the database, and the
-  client shares this machine's cores with the server. So two floors, measured with the same
-  concurrency on one event loop of bare psycopg connections (opened before the clock): each
-  conversation a sleep of the stage latency between the job's own two messages (the claim
-  with its transaction's opening; the final update with its COMMIT), on the same rows; and
-  the same with `SELECT 1` for each message (the round trips alone); and the job's statements
-  in one round trip per conversation, the next claim (with its COMMIT and the next opening)
-  sent in the final message (`one_message`: what chaining claims would at best reach).
+  client shares this machine's cores with the server. So floors, measured with the same
+  concurrency on one event loop of bare psycopg connections (opened before the clock), on
+  the same rows: each conversation a sleep of the stage latency followed by the job's own
+  final message, which carries the next claim (with its COMMIT and the next opening), as the
+  job sends it (`one_message`: the job's floor); the same with `SELECT 1` for that message
+  (`round_trip`: the round trips alone); and the job's statements as it sent them before the
+  next claim rode on the final message, two messages a conversation (`statements`: the claim
+  with its opening, then the final update with its COMMIT), which says what that is worth.
   Their slots start as the job's do, a few at a time (`StartRamp`): started together, slots
   of equal stages stay in step and every round trip waits on a burst, which no careful client
   need suffer, so a floor that started them together would not be a floor.
@@ -35,7 +36,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from crontask_jobs.pipeline.engine import Script, message
+from crontask_jobs.pipeline.engine import FINISH_RESULTS, Script
 from crontask_jobs.pipeline.ramp import StartRamp
 from crontask_jobs.pipeline.stage import Stage, StageContext
 from crontask_jobs.tasks.process import ProcessOptions, claim_statement
@@ -167,7 +168,7 @@ def fingerprint(db: URL, *, bare: bool = False) -> tuple[object, ...]:
     return u + h
 
 
-PROCESS_FLOORS = ("round_trips", "statements", "one_message")
+PROCESS_FLOORS = ("round_trip", "one_message", "statements")
 """What a process floor sends per conversation (see the module's doc)."""
 
 
@@ -208,32 +209,39 @@ def process_floor(db: URL, batch: int, concurrency: int, latency: float, *,
                 ramp.started(index)
 
         async def slot_work(index: int, conn: psycopg.AsyncConnection[Any]) -> None:
-            if sends == "one_message":  # the next claim rides on the final message
-                if left[0] <= 0:
-                    return
-                left[0] -= 1
-                row = await claimed(await conn.execute(script.claim_and_open, prepare=False), 1)
-                ramp.started(index)
-                while True:
-                    await asyncio.sleep(latency)
-                    final = script.finish(row[0], [])
-                    if left[0] <= 0:
-                        await conn.execute(final, prepare=False)
-                        return
+            if sends == "statements":  # two messages a conversation
+                while left[0] > 0:
                     left[0] -= 1
-                    row = await claimed(await conn.execute(
-                        message(final, script.claim_and_open), prepare=False), 3)
-            while left[0] > 0:
-                left[0] -= 1
-                if sends == "statements":
                     row = await claimed(await conn.execute(script.claim_and_open,
                                                            prepare=False), 1)
-                else:
-                    await conn.execute(b"SELECT 1", prepare=False)
-                ramp.started(index)
+                    ramp.started(index)
+                    await asyncio.sleep(latency)
+                    await conn.execute(script.finish(row[0], []), prepare=False)
+                return
+            # One message a conversation: the next claim rides on the final message.
+            if left[0] <= 0:
+                return
+            left[0] -= 1
+            if sends == "one_message":
+                row = await claimed(await conn.execute(script.claim_and_open, prepare=False), 1)
+            else:
+                await conn.execute(b"SELECT 1", prepare=False)
+            ramp.started(index)
+            while True:
                 await asyncio.sleep(latency)
-                await conn.execute(script.finish(row[0], []) if sends == "statements"
-                                   else b"SELECT 1", prepare=False)
+                more = left[0] > 0
+                if more:
+                    left[0] -= 1
+                if sends == "round_trip":
+                    await conn.execute(b"SELECT 1", prepare=False)
+                elif more:
+                    row = await claimed(await conn.execute(
+                        script.finish(row[0], [], claim_next=True), prepare=False),
+                        FINISH_RESULTS + 1)
+                else:
+                    await conn.execute(script.finish(row[0], []), prepare=False)
+                if not more:
+                    return
 
         t0 = time.perf_counter()
         try:
