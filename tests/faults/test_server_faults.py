@@ -461,6 +461,40 @@ def test_a_sigterm_on_a_conversations_final_commit_counts_it_as_the_database_kep
     sql.dispose()
 
 
+@pytest.mark.parametrize("own_server", [NO_STANDBY], indirect=True)
+@pytest.mark.parametrize("how", ["deferred_trigger", "sync_standby"])
+def test_a_sigterm_on_the_next_claims_commit_keeps_the_finished_conversation(
+        own_server: Server, how: str) -> None:
+    """A slot's next claim travels in the finished conversation's final message, after its
+    COMMIT. When the run is told to stop while that claim's COMMIT is in flight, the finished
+    conversation is counted as processed (the database kept it), and the next one is either
+    never claimed (the cancel stopped its COMMIT) or handed back (the claim took): never left
+    processing, never counted twice."""
+    url, sql = fresh(own_server)
+    first = add_conversations(sql, 1, idle_minutes=32)[0]
+    target = add_conversations(sql, 1, idle_minutes=31)[0]  # claimed second: by the chain
+    last = add_conversations(sql, 1, idle_minutes=30)[0]
+    stall_commits(sql, "conversations",
+                  f"NEW.id = '{target}' AND NEW.status = 'processing'", how)
+    code, out, err = stopped_when(["process", "--max-concurrent-pipelines", "1"], url,
+                                  lambda: committing(sql, "crontask-job process"),
+                                  "the next claim's COMMIT, in the final message, to be waiting")
+    assert code == 1, err
+    report = report_of(out)
+    assert (report["status"], report["reason"]) == ("failed", "terminated")
+    final = dict(rows(sql, "SELECT id, status FROM conversations"))
+    assert (final[first], final[target], final[last]) == ("processed", "active", "active")
+    counts = report["counts"]
+    assert counts["processed"] == 1, counts
+    assert counts["claimed"] == counts["processed"] + counts["handed_back"], counts
+    assert counts["handed_back"] == (1 if how == "sync_standby" else 0), counts
+    assert counts["handed_back"] + counts["deferred"] == 2, counts
+    [execution] = rows(sql, "SELECT status, result FROM job_executions")
+    assert (execution.status, execution.result["counts"]) == ("failed", counts)
+    no_stranded_work(sql)
+    sql.dispose()
+
+
 def test_a_sigterm_mid_recovery_rolls_it_back_and_the_next_run_takes_everything(
         url: str, sql: sa.Engine) -> None:
     stuck = add_conversations(sql, 30, status="processing", updated_minutes_ago=45)
