@@ -420,7 +420,7 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
               " or the job's own final message with the next claim; and the job's statements"
               " in two messages (the claim, the final update), as it sent them before; see"
               " bench/floors.py."
-              " The run's fixed start: its execution row and a slot's connection, before the"
+              " The run's fixed start: its execution row and its slots' connections, before the"
               " first claim; its fixed end: settling claims after the last outcome)")
     if default:
         print(f"\n### process, default pipeline: {default['conversations']:,} conversations of"

@@ -420,6 +420,71 @@ def test_a_next_claim_that_fails_after_the_commit_leaves_the_conversation_proces
                        " AND claimed_by IS NULL") == 2  # nothing claimed and left behind
 
 
+def test_a_run_sets_up_its_slots_a_few_at_a_time_before_the_first_claim(
+        db_url: URL, sql: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every slot's connection is taken and prepared before any conversation is claimed (the
+    run's fixed start, kept apart from its work), and no more than SET_UP_AT_ONCE at once."""
+    from crontask_jobs.pipeline import engine
+    from crontask_jobs.tasks.process import SET_UP_AT_ONCE
+
+    add_conversations(sql, 12, idle_minutes=20, messages=0)
+    at_once = peak = done = 0
+    seen_by_stages: list[int] = []
+    take = engine.SlotConnection.take.__func__  # type: ignore[attr-defined]
+
+    async def counted(cls: type, conn: object, script: object) -> object:
+        nonlocal at_once, peak, done
+        at_once += 1
+        peak = max(peak, at_once)
+        try:
+            await asyncio.sleep(0.02)  # long enough for every slot to try at once
+            return await take(cls, conn, script)
+        finally:
+            at_once -= 1
+            done += 1
+
+    async def look(ctx: StageContext) -> None:
+        seen_by_stages.append(done)
+
+    monkeypatch.setattr(engine.SlotConnection, "take", classmethod(counted))
+    report = process(db_url, [Stage("look", look)], batch_size=12, max_concurrent_pipelines=12)
+    assert report.counts["processed"] == 12
+    assert SET_UP_AT_ONCE < 12
+    assert peak == SET_UP_AT_ONCE
+    assert seen_by_stages == [12] * 12
+
+
+def test_a_slot_slow_to_connect_does_not_hold_the_others_back(
+        db_url: URL, sql: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots wait for each other's connections before claiming, but not for long: one whose
+    set-up takes a second (a slow connect) leaves the others to start without it."""
+    from crontask_jobs.pipeline import engine
+
+    add_conversations(sql, 6, idle_minutes=20, messages=0)
+    calls = done = 0
+    seen_by_stages: list[int] = []
+    take = engine.SlotConnection.take.__func__  # type: ignore[attr-defined]
+
+    async def first_one_slow(cls: type, conn: object, script: object) -> object:
+        nonlocal calls, done
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(1.0)
+        try:
+            return await take(cls, conn, script)
+        finally:
+            done += 1
+
+    async def look(ctx: StageContext) -> None:
+        seen_by_stages.append(done)
+
+    monkeypatch.setattr(engine.SlotConnection, "take", classmethod(first_one_slow))
+    report = process(db_url, [Stage("look", look)], batch_size=6, max_concurrent_pipelines=3)
+    assert report.counts["processed"] == 6
+    assert report.status == "completed"
+    assert seen_by_stages[0] == 2  # the first conversation ran while one slot still connected
+
+
 def test_a_schema_without_the_finish_function_claims_nothing(db_url: URL,
                                                              sql: sa.Engine) -> None:
     """A jobs image newer than its database's schema (migration 0004 not applied): the run

@@ -5,8 +5,8 @@ slot's round trips reach the server and the event loop in one burst, and each cy
 the burst to drain: at concurrency 50 in the benchmark, a round trip that takes 0.1 ms alone
 took 4 ms on average and up to 63 ms, and the run reached 71-81% of its ideal. Started a
 round trip apart, the slots interleave: 1.6 ms on average, 7 ms at most, and 79-86% of the
-ideal (BENCHMARKS.md). The server is also spared a storm of connections and claims at the
-start of every run.
+ideal (BENCHMARKS.md). The server is also spared a storm of claims at the start of every
+run (the slots' connections are set up before, a few at a time: tasks/process.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import contextlib
 from typing import Final
 
 WIDTH: Final = 4
-"""Slots whose start (connection and first claim) may be under way at once; slot i starts once
-slot i - WIDTH is under way. 1, 2, 4, 8 and 16 measured alike; 4 is the least held back by one
+"""Slots whose start (their first claim) may be under way at once; slot i starts once slot
+i - WIDTH is under way. 1, 2, 4, 8 and 16 measured alike; 4 is the least held back by one
 slow slot."""
 MAX_WAIT_S: Final = 0.25
 """The longest a slot waits for the one before it, from that one's turn: a slot slow to connect

@@ -8,8 +8,10 @@ queue, so `recover` never fails a conversation whose pipeline has not started, a
 parallel runs never take the same conversation. `--max-in-flight` caps `processing` across
 all runs and pods: each claim takes a transaction advisory lock, counts what is in flight
 and claims only below the cap (those claims travel on their own). The engine's pool holds
-exactly one connection per worker plus one for the run's own bookkeeping. Workers start a
-few at a time (`pipeline.ramp`), so that their round trips do not all land at once.
+exactly one connection per worker plus one for the run's own bookkeeping. A run first sets up
+every worker's connection (taken from the pool, the run's statements prepared; a few at a
+time): the run's fixed start, kept apart from its work. Then the workers start claiming a few
+at a time (`pipeline.ramp`), so that their round trips do not all land at once.
 
 Faults stay with the conversation they hit. A worker that cannot connect (the server refuses,
 `max_connections` is reached) stops; the others go on. A conversation whose connection fails
@@ -24,6 +26,7 @@ conversations to such faults reports `failed` with the fault's reason, and its c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -70,6 +73,12 @@ MAX_CONCURRENT_PIPELINES: Final = 10
 DEFAULT_IDLE_AFTER: Final = timedelta(minutes=15)
 CLAIM_LOCK_KEY: Final = 0x6372_6F6E_636C_6D  # "cronclm"
 MAX_RESULT_ERRORS: Final = 100
+SET_UP_AT_ONCE: Final = 8
+"""Slot connections set up at once at the start of a run: fifty new sessions at once would reach
+the server in one burst."""
+SET_UP_WAIT_S: Final = 0.25
+"""How long a slot whose connection is ready waits for the others' before it claims: a slot slow
+to connect (up to connect_timeout) must not hold the run back."""
 MAX_ATTEMPTS: Final = 5
 """A conversation handed back this many times is failed instead: a poison conversation must
 not take a pipeline slot (and perhaps a backend) in every run forever."""
@@ -181,6 +190,26 @@ async def claim_one(slot: SlotConnection, options: ProcessOptions) -> Claim | No
     return Claim(row[0], row[1], row[2])
 
 
+Taken = tuple[AsyncExitStack, SlotConnection]
+"""A slot's connection, with the stack that gives it back."""
+
+
+class SetUp:
+    """The slots' connections, set up a few at a time before any claim (the run's fixed start,
+    kept apart from its work). One event loop: no locks needed."""
+
+    def __init__(self, slots: int, at_once: int = SET_UP_AT_ONCE) -> None:
+        self.gate = asyncio.Semaphore(at_once)
+        self.all_done = asyncio.Event()
+        self._left = slots
+
+    def one_done(self) -> None:
+        """A slot's set-up ended, with a connection or without."""
+        self._left -= 1
+        if self._left <= 0:
+            self.all_done.set()
+
+
 @dataclass
 class _Run:
     """What the workers of one run share (one event loop: no locks needed)."""
@@ -202,26 +231,66 @@ class _Run:
     last_outcome: float | None = None
     """When the last conversation ended: what comes after is the run's fixed end."""
 
-    async def worker(self, index: int, ramp: StartRamp) -> None:
-        """Claim, run, repeat, on one connection held for the slot's life (a new one only
-        after a conversation's connection failed), from its turn in the ramp. Each claim is
-        paid for from the batch before it is sent (no two workers take one), and the next
-        claim rides on the finished conversation's final message when the batch allows."""
-        held: AsyncExitStack | None = None
-        slot: SlotConnection | None = None
+    async def take(self) -> Taken:
+        """A connection for a slot, the run's statements prepared on it; given back (as the
+        pool lent it) by closing the stack."""
+        held = AsyncExitStack()
+        try:
+            slot = await SlotConnection.take(
+                await held.enter_async_context(connection(self.engine)), self.script)
+        except BaseException:
+            await held.aclose()
+            raise
+        held.push_async_callback(slot.release)
+        return held, slot
+
+    def slot_stops(self, exc: Exception) -> None:
+        fault = classify(exc)
+        self.worker_faults.append(fault)
+        log.warning("process: a pipeline slot stops: %s: %s", fault.reason, fault.message)
+
+    async def slot(self, index: int, ramp: StartRamp, set_up: SetUp) -> None:
+        """One pipeline slot: its connection set up with the others' (SET_UP_AT_ONCE at a time),
+        then, once every slot's is (or SET_UP_WAIT_S after its own), its worker. A slot that
+        cannot get a connection stops (its fault recorded); the others go on."""
+        taken: Taken | None = None
+        try:
+            async with set_up.gate:
+                try:
+                    taken = await self.take()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.slot_stops(exc)
+        finally:
+            set_up.one_done()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(set_up.all_done.wait(), SET_UP_WAIT_S)
+        except BaseException:
+            if taken is not None:
+                await taken[0].aclose()
+            raise
+        await self.worker(index, ramp, taken)
+
+    async def worker(self, index: int, ramp: StartRamp, taken: Taken | None) -> None:
+        """Claim, run, repeat, on the connection set up for the slot (a new one only after a
+        conversation's connection failed), from its turn in the ramp; nothing if the slot got
+        no connection. Each claim is paid for from the batch before it is sent (no two workers
+        take one), and the next claim rides on the finished conversation's final message when
+        the batch allows."""
+        held, slot = taken if taken is not None else (None, None)
         claim: Claim | None = None
         try:
+            if taken is None:
+                return
             await ramp.turn(index)
             while claim is not None or self.budget > 0:
                 try:
                     if claim is None:
                         self.budget -= 1  # reserved before the first await
                         if held is None or slot is None:
-                            held = AsyncExitStack()
-                            slot = await SlotConnection.take(
-                                await held.enter_async_context(connection(self.engine)),
-                                self.script)
-                            held.push_async_callback(slot.release)
+                            held, slot = await self.take()
                         if self.first_claim is None:
                             self.first_claim = time.monotonic()
                         claim = await claim_one(slot, self.options)
@@ -256,10 +325,7 @@ class _Run:
                     raise
                 except Exception as exc:  # connecting or claiming failed: this slot stops
                     self.budget += 1
-                    fault = classify(exc)
-                    self.worker_faults.append(fault)
-                    log.warning("process: a pipeline slot stops: %s: %s", fault.reason,
-                                fault.message)
+                    self.slot_stops(exc)
                     return
             self.workers_finished += 1
         finally:
@@ -281,7 +347,7 @@ async def _discard(held: AsyncExitStack, conn: AsyncConnection) -> None:
 def phases_ms(started: float, first_claim: float | None, last_outcome: float | None,
               now: float) -> dict[str, int]:
     """Where a run's time went, in whole milliseconds (pure): `start` (its execution row and
-    a slot's connection, before the first claim), `work` (first claim to last outcome) and
+    its slots' connections, before the first claim), `work` (first claim to last outcome) and
     `end` (settling claims, counting what is left): the fixed costs, apart from the work that
     grows with the batch. A run that never claimed spent it all in `start`."""
     first = min(max(first_claim if first_claim is not None else now, started), now)
@@ -346,8 +412,8 @@ async def run_process(engine: AsyncEngine, options: ProcessOptions,
              workers)
     terminated = False
     try:
-        ramp = StartRamp(workers)
-        await asyncio.gather(*(run.worker(index, ramp) for index in range(workers)))
+        ramp, set_up = StartRamp(workers), SetUp(workers)
+        await asyncio.gather(*(run.slot(index, ramp, set_up) for index in range(workers)))
     except asyncio.CancelledError:
         terminated = True
         log.warning("process: terminated; settling this run's claims")
