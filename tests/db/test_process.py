@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
@@ -420,69 +421,71 @@ def test_a_next_claim_that_fails_after_the_commit_leaves_the_conversation_proces
                        " AND claimed_by IS NULL") == 2  # nothing claimed and left behind
 
 
+@dataclass
+class SetUps:
+    """What a run's slot set-ups did, watched through `SlotConnection.take`."""
+
+    at_once: int = 0
+    peak: int = 0
+    done: int = 0
+    seen_by_stages: list[int] = field(default_factory=list)
+
+    def stage(self) -> Stage:
+        """A stage that notes how many set-ups had ended when it ran."""
+        async def look(ctx: StageContext) -> None:
+            self.seen_by_stages.append(self.done)
+
+        return Stage("look", look)
+
+
+def watch_set_ups(monkeypatch: pytest.MonkeyPatch, delay_s: Callable[[int], float]) -> SetUps:
+    """Every slot set-up (the n-th from 0) first waits delay_s(n), then sets up for real."""
+    from crontask_jobs.pipeline import engine
+
+    seen = SetUps()
+    take = engine.SlotConnection.take.__func__  # type: ignore[attr-defined]
+
+    async def watched(cls: type, conn: object, script: object) -> object:
+        order = seen.done + seen.at_once
+        seen.at_once += 1
+        seen.peak = max(seen.peak, seen.at_once)
+        try:
+            await asyncio.sleep(delay_s(order))
+            return await take(cls, conn, script)
+        finally:
+            seen.at_once -= 1
+            seen.done += 1
+
+    monkeypatch.setattr(engine.SlotConnection, "take", classmethod(watched))
+    return seen
+
+
 def test_a_run_sets_up_its_slots_a_few_at_a_time_before_the_first_claim(
         db_url: URL, sql: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every slot's connection is taken and prepared before any conversation is claimed (the
     run's fixed start, kept apart from its work), and no more than SET_UP_AT_ONCE at once."""
-    from crontask_jobs.pipeline import engine
     from crontask_jobs.tasks.process import SET_UP_AT_ONCE
 
     add_conversations(sql, 12, idle_minutes=20, messages=0)
-    at_once = peak = done = 0
-    seen_by_stages: list[int] = []
-    take = engine.SlotConnection.take.__func__  # type: ignore[attr-defined]
-
-    async def counted(cls: type, conn: object, script: object) -> object:
-        nonlocal at_once, peak, done
-        at_once += 1
-        peak = max(peak, at_once)
-        try:
-            await asyncio.sleep(0.02)  # long enough for every slot to try at once
-            return await take(cls, conn, script)
-        finally:
-            at_once -= 1
-            done += 1
-
-    async def look(ctx: StageContext) -> None:
-        seen_by_stages.append(done)
-
-    monkeypatch.setattr(engine.SlotConnection, "take", classmethod(counted))
-    report = process(db_url, [Stage("look", look)], batch_size=12, max_concurrent_pipelines=12)
+    # Each set-up long enough for every slot to try at once.
+    seen = watch_set_ups(monkeypatch, lambda n: 0.02)
+    report = process(db_url, [seen.stage()], batch_size=12, max_concurrent_pipelines=12)
     assert report.counts["processed"] == 12
     assert SET_UP_AT_ONCE < 12
-    assert peak == SET_UP_AT_ONCE
-    assert seen_by_stages == [12] * 12
+    assert seen.peak == SET_UP_AT_ONCE
+    assert seen.seen_by_stages == [12] * 12
 
 
 def test_a_slot_slow_to_connect_does_not_hold_the_others_back(
         db_url: URL, sql: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Slots wait for each other's connections before claiming, but not for long: one whose
     set-up takes a second (a slow connect) leaves the others to start without it."""
-    from crontask_jobs.pipeline import engine
-
     add_conversations(sql, 6, idle_minutes=20, messages=0)
-    calls = done = 0
-    seen_by_stages: list[int] = []
-    take = engine.SlotConnection.take.__func__  # type: ignore[attr-defined]
-
-    async def first_one_slow(cls: type, conn: object, script: object) -> object:
-        nonlocal calls, done
-        calls += 1
-        if calls == 1:
-            await asyncio.sleep(1.0)
-        try:
-            return await take(cls, conn, script)
-        finally:
-            done += 1
-
-    async def look(ctx: StageContext) -> None:
-        seen_by_stages.append(done)
-
-    monkeypatch.setattr(engine.SlotConnection, "take", classmethod(first_one_slow))
-    report = process(db_url, [Stage("look", look)], batch_size=6, max_concurrent_pipelines=3)
+    seen = watch_set_ups(monkeypatch, lambda n: 1.0 if n == 0 else 0.0)
+    report = process(db_url, [seen.stage()], batch_size=6, max_concurrent_pipelines=3)
     assert report.counts["processed"] == 6
     assert report.status == "completed"
-    assert seen_by_stages[0] == 2  # the first conversation ran while one slot still connected
+    assert seen.seen_by_stages[0] == 2  # the first conversation ran while one slot connected
 
 
 def test_a_schema_without_the_finish_function_claims_nothing(db_url: URL,
