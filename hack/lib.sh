@@ -95,6 +95,19 @@ debian_mirror() {
 # sha256 of stdin, short
 short_hash() { sha256sum | cut -c1-16; }
 
+# wait_exec PID MARK: a child just started in the background is a copy of this shell (its
+# command line ours) until it execs, and its command line reads empty during an exec (10 of
+# 200 immediate reads, `setsid sleep 1 &`): a liveness check that looks for MARK there would
+# take it for a process that exited. Wait up to 2 s for MARK to show, or for the process to go.
+wait_exec() {
+  local p="$1" mark="$2"
+  for _ in $(seq 100); do
+    grep -qF -- "$mark" "/proc/$p/cmdline" 2>/dev/null && return 0
+    kill -0 "$p" 2>/dev/null || return 0
+    sleep 0.02
+  done
+}
+
 # take_lock NAME : serialise this script against other runs (same cache) on fd 9. The
 # lock is released when the process exits; daemons started while holding it must be
 # started with 9>&- so they do not keep it.

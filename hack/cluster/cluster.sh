@@ -117,16 +117,10 @@ start() {
   mkdir -p "$LOGS" "$RUN"
   printf '\n===== %s start %s\n%s\n' "$name" "$(date -Is)" "$*" >> "$LOGS/$name.log"
   setsid nsenter --net="$NETNS_PATH" -- "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null 9>&- &
-  local p=$!
-  echo "$p" > "$RUN/$name.pid"
-  # Until it execs, the child is a copy of this shell, with this shell's command line: alive()
-  # would take a component not yet started for one that exited (seen once, on kube-proxy, with
-  # nothing in its log). Give it up to 2 s to get there.
-  for _ in $(seq 100); do
-    grep -qF -- "$STATE" "/proc/$p/cmdline" 2>/dev/null && break
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.02
-  done
+  echo $! > "$RUN/$name.pid"
+  # alive() must not take a component not yet exec'd for one that exited (seen once, on
+  # kube-proxy, with nothing in its log)
+  wait_exec $! "$STATE"
 }
 
 wait_for() {  # wait_for NAME DESCRIPTION CMD... : poll CMD until it succeeds

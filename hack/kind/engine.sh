@@ -108,15 +108,8 @@ start_dockerd() {
   setsid nsenter --net="$KIND_NETNS_PATH" -- unshare --mount --propagation private -- /bin/sh -c \
     'mount -t tmpfs -o mode=755,nosuid,nodev crontask-kind-run /run && mkdir -p /run/lock && exec "$@"' \
     sh dockerd --config-file "$KIND_STATE/daemon.json" >> "$DOCKERD_LOG" 2>&1 < /dev/null 9>&- &
-  local p=$!
-  echo "$p" > "$KIND_RUN/dockerd.pid"
-  # Until it execs, the child's command line is this shell's (or empty, during an exec):
-  # engine_alive would take a dockerd not yet started for one that exited (as on cluster.sh).
-  for _ in $(seq 100); do
-    grep -qF -- "$KIND_STATE/daemon.json" "/proc/$p/cmdline" 2>/dev/null && break
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.02
-  done
+  echo $! > "$KIND_RUN/dockerd.pid"
+  wait_exec $! "$KIND_STATE/daemon.json"  # before engine_alive may judge it
   local t0; t0=$(date +%s)
   until kind_docker info >/dev/null 2>&1; do
     engine_alive || { tail -n 30 "$DOCKERD_LOG" >&2; die "dockerd exited (log: $DOCKERD_LOG)"; }
