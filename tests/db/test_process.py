@@ -69,8 +69,8 @@ def test_25_eligible_with_limit_10(db_url: URL, sql: sa.Engine,
     assert any("15 deferred" in r.getMessage() for r in caplog.records)
     doc = result(sql, report.execution_id)
     assert doc["counts"] == report.counts
-    phases = doc["phases_ms"]  # the run's fixed start and end, apart from its work
-    assert isinstance(phases, dict) and set(phases) == {"start", "work", "end"}
+    phases = doc["phases_ms"]  # the run's fixed start, ramp and end, apart from its work
+    assert isinstance(phases, dict) and set(phases) == {"start", "ramp", "work", "end"}
     assert all(isinstance(v, int) and v >= 0 for v in phases.values())
 
 

@@ -152,22 +152,31 @@ def test_run_verdict() -> None:
 moments = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 
 
-@given(moments, st.none() | moments, st.none() | moments, moments)
+@given(moments, st.none() | moments, st.none() | moments, st.none() | moments, moments)
 def test_a_runs_phases_are_never_negative_and_add_up_to_the_run(
-        started: float, first: float | None, last: float | None, later: float) -> None:
-    """Invariants, whatever the clocks say (a claim never made, an outcome never heard): no
-    phase is negative, and the three add up to the run's length, to rounding."""
+        started: float, first: float | None, ramped: float | None, last: float | None,
+        later: float) -> None:
+    """Invariants, whatever the clocks say (a claim never made, a ramp never done, an outcome
+    never heard): no phase is negative, the four add up to the run's length (to rounding), and
+    phases_ms is deterministic."""
     now = started + later
-    phases = phases_ms(started, first, last, now)
-    assert set(phases) == {"start", "work", "end"}
+    phases = phases_ms(started, first, ramped, last, now)
+    assert list(phases) == ["start", "ramp", "work", "end"]
     assert all(v >= 0 for v in phases.values())
     assert abs(sum(phases.values()) - (now - started) * 1000) <= 2
+    assert phases == phases_ms(started, first, ramped, last, now)
     if first is None:
-        assert phases["work"] == phases["end"] == 0
+        assert phases["ramp"] == phases["work"] == phases["end"] == 0
+    if ramped is None:
+        assert phases["ramp"] == 0
 
 
-def test_a_runs_phases_split_at_the_first_claim_and_the_last_outcome() -> None:
-    assert phases_ms(10.0, 10.05, 11.25, 11.27) == {"start": 50, "work": 1200, "end": 20}
+def test_a_runs_phases_split_at_the_first_claim_the_ramp_and_the_last_outcome() -> None:
+    assert phases_ms(10.0, 10.05, 10.09, 11.25, 11.27) == {
+        "start": 50, "ramp": 40, "work": 1160, "end": 20}
+    # a ramp that outlasted the work (a slot slow to start, a tiny batch) ends with it
+    assert phases_ms(10.0, 10.05, 11.5, 11.25, 11.27) == {
+        "start": 50, "ramp": 1200, "work": 0, "end": 20}
 
 
 # What the stages can leave pending before the final message: per non-critical stage, a release

@@ -9,6 +9,7 @@ never came.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -81,6 +82,24 @@ def test_a_slot_that_never_starts_holds_the_next_back_only_for_the_wait() -> Non
     assert {f"turn {i}" for i in range(6)} <= set(events)
     # slot 3 waited for slot 1 until the wait ran out, then started; its chain goes on
     assert events.index("turn 5") > events.index("started 3")
+
+
+def test_the_ramp_is_done_once_every_slot_is_under_way_or_gave_up() -> None:
+    """`done_at` (where a run's ramp phase ends) is set by the last slot to report, once, and
+    a slot reporting twice (its first claim, then its stop) does not count twice."""
+    async def main() -> None:
+        ramp = StartRamp(3, width=1)
+        ramp.started(0)
+        ramp.started(0)
+        ramp.started(2)  # gave up before its turn
+        assert ramp.done_at is None
+        before = time.monotonic()
+        ramp.started(1)
+        done = ramp.done_at
+        assert done is not None and before <= done <= time.monotonic()
+        ramp.started(1)
+        assert ramp.done_at == done
+    asyncio.run(main())
 
 
 def test_a_slot_that_stopped_before_its_first_claim_lets_the_next_go_at_once() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Final
 
 WIDTH: Final = 4
@@ -36,6 +37,10 @@ class StartRamp:
         self._started = [asyncio.Event() for _ in range(slots)]
         self._width = width
         self._max_wait_s = max_wait_s
+        self._left = slots
+        self.done_at: float | None = None
+        """When the last slot got under way or gave up (`time.monotonic()`), or None: the
+        ramp's cost is paid once per run (see `phases_ms`)."""
 
     async def turn(self, slot: int) -> None:
         """The wait for the slot before runs from that slot's own turn, so that one slot
@@ -51,4 +56,8 @@ class StartRamp:
         """Idempotent: called after the first claim and again whenever the slot stops (even
         before its turn came)."""
         self._turned[slot].set()
-        self._started[slot].set()
+        if not self._started[slot].is_set():
+            self._started[slot].set()
+            self._left -= 1
+            if self._left == 0:
+                self.done_at = time.monotonic()

@@ -228,6 +228,8 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     first_claim: float | None = None
     """When the first claim was sent: what came before is the run's fixed start."""
+    ramped: float | None = None
+    """When the last slot got under way (`StartRamp.done_at`)."""
     last_outcome: float | None = None
     """When the last conversation ended: what comes after is the run's fixed end."""
 
@@ -344,15 +346,21 @@ async def _discard(held: AsyncExitStack, conn: AsyncConnection) -> None:
         log.debug("closing a pipeline connection: %s", type(exc).__name__)
 
 
-def phases_ms(started: float, first_claim: float | None, last_outcome: float | None,
-              now: float) -> dict[str, int]:
-    """Where a run's time went, in whole milliseconds (pure): `start` (its execution row and
-    its slots' connections, before the first claim), `work` (first claim to last outcome) and
-    `end` (settling claims, counting what is left): the fixed costs, apart from the work that
-    grows with the batch. A run that never claimed spent it all in `start`."""
+def phases_ms(started: float, first_claim: float | None, ramped: float | None,
+              last_outcome: float | None, now: float) -> dict[str, int]:
+    """Where a run's time went, in whole milliseconds (pure), the fixed costs apart from the
+    work that grows with the batch: `start` (its execution row and its slots' connections,
+    before the first claim), `ramp` (from the first claim until the last slot's first claim
+    came back: the slots start a few at a time, `StartRamp`), `work` (to the last outcome) and
+    `end` (settling claims, counting what is left). The ramp is fixed too: the slots keep the
+    phases it gave them, so the last slot, started `ramp` after the first, ends about `ramp`
+    after it, whatever the batch (BENCHMARKS.md measures it against the batch). It ends by the
+    last outcome at the latest. A run that never claimed spent it all in `start`."""
     first = min(max(first_claim if first_claim is not None else now, started), now)
     last = min(max(last_outcome if last_outcome is not None else first, first), now)
-    return {"start": round((first - started) * 1000), "work": round((last - first) * 1000),
+    ramp_end = min(max(ramped if ramped is not None else first, first), last)
+    return {"start": round((first - started) * 1000),
+            "ramp": round((ramp_end - first) * 1000), "work": round((last - ramp_end) * 1000),
             "end": round((now - last) * 1000)}
 
 
@@ -411,12 +419,13 @@ async def run_process(engine: AsyncEngine, options: ProcessOptions,
     log.info("process: up to %d conversation(s), %d pipeline(s) at once", options.batch_size,
              workers)
     terminated = False
+    ramp, set_up = StartRamp(workers), SetUp(workers)
     try:
-        ramp, set_up = StartRamp(workers), SetUp(workers)
         await asyncio.gather(*(run.slot(index, ramp, set_up) for index in range(workers)))
     except asyncio.CancelledError:
         terminated = True
         log.warning("process: terminated; settling this run's claims")
+    run.ramped = ramp.done_at
     return await _finish(run, execution_id, started, terminated)
 
 
@@ -460,8 +469,9 @@ async def _finish(run: _Run, execution_id: uuid.UUID, started: str,
                              error)
             await JobExecutionRepository(conn).finish(
                 execution_id, str(report.status),
-                _result(report, outcomes, phases_ms(run.started, run.first_claim, run.last_outcome,
-                                                    time.monotonic())), report.error)
+                _result(report, outcomes, phases_ms(run.started, run.first_claim, run.ramped,
+                                                    run.last_outcome, time.monotonic())),
+                report.error)
             return report
 
     settled_report = await retrying(run.engine, settle, budget_s=10 if terminated else 30)
