@@ -170,11 +170,16 @@ def bench_size(server: URL, rows: int, args: argparse.Namespace) -> Result:
 # ---------------------------------------------------------------- process
 
 def bench_process_ideal(server: URL, batch: int, latency: float,
-                        concurrencies: list[int], naive_sample: int) -> Result:
-    out: Result = {"batch": batch, "latency_s": latency, "runs": []}
+                        concurrencies: list[int], naive_sample: int, fit: int) -> Result:
+    """The job against its ideal and floors; with `fit` > 1, also at `fit` times the batch, so
+    that the run's fixed cost is measured against the batch (the intercept of the two)."""
+    out: Result = {"batch": batch, "latency_s": latency, "runs": [], "fit": fit}
     template = dbs.create(server, "crontask_bench_idle")
+    larger = dbs.create(server, "crontask_bench_idle_fit") if fit > 1 else None
     try:
         seed.seed_idle(template, batch, messages=0)
+        if larger is not None:
+            seed.seed_idle(larger, batch * fit, messages=0)
         with dbs.copy_of(template, "naive") as db:
             e = dbs.engine(db)
             with e.connect() as c:
@@ -192,6 +197,14 @@ def bench_process_ideal(server: URL, batch: int, latency: float,
                 assert r["counts"]["processed"] == batch, r["counts"]
                 r["concurrency"] = concurrency
                 r["ideal_s"] = batch / concurrency * latency
+            if larger is not None:
+                with dbs.copy_of(larger, f"fit{concurrency}") as db:
+                    say(f"process: {batch * fit} conversations, concurrency {concurrency}")
+                    big = job(db, "process", {"batch": batch * fit, "concurrency": concurrency,
+                                              "latency_s": latency})
+                    assert big["counts"]["processed"] == batch * fit, big["counts"]
+                    r["fit_seconds"] = big["seconds"]
+                    r["fit_phases_ms"] = big["details"].get("phases_ms", {})
             for sends, key in (("one_message", "floor_s"), ("round_trip", "round_trip_s"),
                                ("statements", "two_messages_s")):
                 with dbs.copy_of(template, f"floor{concurrency}") as db:
@@ -200,7 +213,18 @@ def bench_process_ideal(server: URL, batch: int, latency: float,
             out["runs"].append(r)
     finally:
         dbs.drop(template)
+        if larger is not None:
+            dbs.drop(larger)
     return out
+
+
+def fixed_from_fit(batch: int, seconds: float, larger_batch: int, larger_seconds: float
+                   ) -> tuple[float, float]:
+    """(seconds per conversation, fixed seconds per run) from two runs of different batches:
+    the line through them. What does not grow with the batch is the run's fixed cost,
+    whatever phase of the run it falls in."""
+    per = (larger_seconds - seconds) / (larger_batch - batch)
+    return per, seconds - per * batch
 
 
 def pg_statements(db: URL, top: int = 8) -> list[Result]:
@@ -396,12 +420,12 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
               f" {ideal['latency_s'] * 1000:.0f} ms stage\n")
         print("| concurrency | ideal | round trips only | floor (its statements) | its"
               " statements in two messages | naive (serial) | crontask (start-up apart) |"
-              " % of ideal | % of floor | the run's fixed start + end | % of ideal, those"
-              " apart | start-up | Python CPU | peak RSS |")
+              " % of ideal | % of floor | the run's fixed start + ramp + end | % of ideal,"
+              " those apart | start-up | Python CPU | peak RSS |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in ideal["runs"]:
             phases = r["details"].get("phases_ms", {})
-            fixed = (phases.get("start", 0) + phases.get("end", 0)) / 1000
+            fixed = sum(phases.get(k, 0) for k in ("start", "ramp", "end")) / 1000
             print(f"| {r['concurrency']} | {secs(r['ideal_s'])} | {secs(r['round_trip_s'])}"
                   f" ({r['ideal_s'] / r['round_trip_s'] * 100:.0f}%) | {secs(r['floor_s'])}"
                   f" ({r['ideal_s'] / r['floor_s'] * 100:.0f}%) | {secs(r['two_messages_s'])}"
@@ -409,10 +433,30 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
                   f" | {secs(ideal['naive_s'])}"
                   f" | {secs(r['seconds'])} | {r['ideal_s'] / r['seconds'] * 100:.0f}%"
                   f" | {r['floor_s'] / r['seconds'] * 100:.0f}%"
-                  f" | {phases.get('start', 0)} + {phases.get('end', 0)} ms"
+                  f" | {phases.get('start', 0)} + {phases.get('ramp', 0)}"
+                  f" + {phases.get('end', 0)} ms"
                   f" | {r['ideal_s'] / (r['seconds'] - fixed) * 100:.0f}%"
                   f" | {r['startup_seconds']:.2f} s | {r['python_cpu_seconds']:.2f} s"
                   f" | {mib(r['peak_rss_kib'])} |")
+        fitted = [r for r in ideal["runs"] if "fit_seconds" in r]
+        if fitted:
+            larger = ideal["batch"] * ideal["fit"]
+            print(f"\nThe fixed cost measured against the batch: the same run at {larger:,}"
+                  " conversations, and the line through the two.\n")
+            print(f"| concurrency | {ideal['batch']:,} conversations | {larger:,} |"
+                  " per conversation (ideal) | fixed per run, from the line | from the run's"
+                  f" phases | {ideal['batch']:,} conversations, the fixed cost apart:"
+                  " % of ideal |")
+            print("|---:|---:|---:|---:|---:|---:|---:|")
+            for r in fitted:
+                per, fixed_s = fixed_from_fit(ideal["batch"], r["seconds"], larger,
+                                              r["fit_seconds"])
+                phases = r["details"].get("phases_ms", {})
+                in_run = sum(phases.get(k, 0) for k in ("start", "ramp", "end"))
+                print(f"| {r['concurrency']} | {secs(r['seconds'])} | {secs(r['fit_seconds'])}"
+                      f" | {per * 1000:.3f} ms ({ideal['latency_s'] / r['concurrency'] * 1000:.3f}"
+                      f" ms) | {fixed_s * 1000:.0f} ms | {in_run} ms"
+                      f" | {r['ideal_s'] / (r['seconds'] - fixed_s) * 100:.0f}% |")
         print(f"\n(naive: {ideal['naive_sample']} timed serially in"
               f" {ideal['naive_sample_s']:.1f} s, scaled. Floors: bare psycopg connections on"
               " one event loop, their slots started a few at a time as the job's are, each"
@@ -421,7 +465,10 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
               " in two messages (the claim, the final update), as it sent them before; see"
               " bench/floors.py."
               " The run's fixed start: its execution row and its slots' connections, before the"
-              " first claim; its fixed end: settling claims after the last outcome)")
+              " first claim; its ramp: until the last slot's first claim came back (the slots"
+              " start a few at a time and keep that phase, so the last ends that much after the"
+              " first, whatever the batch); its fixed end: settling claims after the last"
+              " outcome)")
     if default:
         print(f"\n### process, default pipeline: {default['conversations']:,} conversations of"
               f" {default['messages']} messages\n")
@@ -466,6 +513,9 @@ def main() -> None:
     ap.add_argument("--contend-up-to", type=int, default=1_000_000,
                     help="measure touch_user waits during decay up to this size")
     ap.add_argument("--process-batch", type=int, default=1000)
+    ap.add_argument("--process-fit", type=int, default=3,
+                    help="also run process at this many times the batch, to measure its fixed"
+                         " cost against the batch (0: no)")
     ap.add_argument("--concurrency", default="10,50")
     ap.add_argument("--latency", type=float, default=0.05, help="stage latency, seconds")
     ap.add_argument("--pipeline-conversations", type=int, default=10_000)
@@ -488,7 +538,8 @@ def main() -> None:
             results["race"] = bench_race(url)
         if "process" in parts:
             results["process_ideal"] = bench_process_ideal(
-                url, args.process_batch, args.latency, concurrencies, naive_sample=100)
+                url, args.process_batch, args.latency, concurrencies, naive_sample=100,
+                fit=args.process_fit)
             results["process_default"] = bench_process_default(
                 url, args.pipeline_conversations, args.pipeline_messages, concurrencies,
                 profiled=args.profiled_conversations)
