@@ -399,6 +399,40 @@ def test_a_slot_takes_each_next_conversation_with_the_final_message(
     assert scalar(sql, "SELECT max(attempts) FROM conversations") == 1
 
 
+def test_a_claim_carried_on_a_connection_that_is_then_discarded_runs_on_a_new_one(
+        db_url: URL, sql: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next claim came, committed, with a final message; then the connection could not be
+    trusted (`reset` said so) and was discarded. The claimed conversation is opened on a new
+    connection and processed, not left `processing` until the run hands it back."""
+    from crontask_jobs.pipeline.engine import SlotConnection
+
+    ids = add_conversations(sql, 4, idle_minutes=20, messages=0)
+    real_reset = SlotConnection.reset
+    resets: list[bool] = []
+
+    async def untrusted_once(self: SlotConnection) -> bool:
+        trusted = await real_reset(self) and bool(resets)
+        resets.append(trusted)
+        return trusted
+
+    monkeypatch.setattr(SlotConnection, "reset", untrusted_once)
+    seen: list[object] = []
+
+    async def note(ctx: StageContext) -> None:
+        seen.append(ctx.conversation_id)
+        await ctx.conn.execute(sa.text("UPDATE conversations SET summary = 'written'"
+                                       " WHERE id = :id"), {"id": ctx.conversation_id})
+
+    report = process(db_url, [Stage("note", note)], batch_size=4, max_concurrent_pipelines=1)
+    assert resets[0] is False  # the first connection was discarded, a claim riding on it
+    assert report.counts["processed"] == 4 and report.counts["handed_back"] == 0, report.counts
+    assert report.status == "completed"
+    assert sorted(map(str, seen)) == sorted(map(str, ids))  # each once
+    assert statuses(sql) == {"processed": 4}
+    assert scalar(sql, "SELECT count(*) FROM conversations WHERE summary = 'written'") == 4
+    assert scalar(sql, "SELECT max(attempts) FROM conversations") == 1
+
+
 def test_a_next_claim_that_fails_after_the_commit_leaves_the_conversation_processed(
         db_url: URL, sql: sa.Engine) -> None:
     """The next claim travels after the finished conversation's COMMIT, in the same message.

@@ -246,6 +246,31 @@ class _Run:
         held.push_async_callback(slot.release)
         return held, slot
 
+    async def reopen(self, claim: Claim) -> Taken | tuple[None, None]:
+        """A new connection, the claim's conversation opened on it, for a claim that came
+        (committed) with the final message of a connection that then had to be discarded; or
+        (None, None) if none could be had: the slot stops, and the claim is handed back when
+        the run settles."""
+        try:
+            held, slot = await self.take()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.slot_stops(exc)
+            return None, None
+        try:
+            await send(slot.driver, slot.script.opening)
+        except asyncio.CancelledError:
+            await held.aclose()
+            raise
+        except Exception as exc:
+            await _discard(held, slot.conn)
+            self.slot_stops(exc)
+            return None, None
+        log.info("conversation %s is opened on a new connection (its claim came on one that"
+                 " had to be discarded)", claim.conversation_id)
+        return held, slot
+
     def slot_stops(self, exc: Exception) -> None:
         fault = classify(exc)
         self.worker_faults.append(fault)
@@ -301,7 +326,10 @@ class _Run:
                             self.budget += 1
                             break
                         self.claimed.add(claim.conversation_id)
-                    # A claim is carried over only on the connection it came on.
+                    elif held is None or slot is None:
+                        held, slot = await self.reopen(claim)
+                        if slot is None:
+                            return  # the claim is settled with the rest at the run's end
                     assert slot is not None
                     assert held is not None
                     claim_next = self.budget > 0 and self.options.max_in_flight is None
@@ -318,8 +346,7 @@ class _Run:
                         self.budget += 1
                     if outcome.outcome == "unresolved" or not await slot.reset():
                         await _discard(held, slot.conn)
-                        held = slot = None  # a claim it carried is settled with the rest
-                        following = None
+                        held = slot = None  # a claim it carried goes on a new connection
                     if following == NOTHING_LEFT:
                         break
                     claim = following if isinstance(following, Claim) else None
