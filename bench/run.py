@@ -227,6 +227,11 @@ def fixed_from_fit(batch: int, seconds: float, larger_batch: int, larger_seconds
     return per, seconds - per * batch
 
 
+def fixed_ms(phases: dict[str, int]) -> int:
+    """The run's fixed cost from its own phases (`phases_ms`): all but the work."""
+    return sum(phases.get(k, 0) for k in ("start", "ramp", "end"))
+
+
 def pg_statements(db: URL, top: int = 8) -> list[Result]:
     e = dbs.engine(db)
     try:
@@ -425,7 +430,7 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in ideal["runs"]:
             phases = r["details"].get("phases_ms", {})
-            fixed = sum(phases.get(k, 0) for k in ("start", "ramp", "end")) / 1000
+            fixed = fixed_ms(phases) / 1000
             print(f"| {r['concurrency']} | {secs(r['ideal_s'])} | {secs(r['round_trip_s'])}"
                   f" ({r['ideal_s'] / r['round_trip_s'] * 100:.0f}%) | {secs(r['floor_s'])}"
                   f" ({r['ideal_s'] / r['floor_s'] * 100:.0f}%) | {secs(r['two_messages_s'])}"
@@ -452,7 +457,7 @@ def print_process(ideal: Result | None, default: Result | None) -> None:
                 per, fixed_s = fixed_from_fit(ideal["batch"], r["seconds"], larger,
                                               r["fit_seconds"])
                 phases = r["details"].get("phases_ms", {})
-                in_run = sum(phases.get(k, 0) for k in ("start", "ramp", "end"))
+                in_run = fixed_ms(phases)
                 print(f"| {r['concurrency']} | {secs(r['seconds'])} | {secs(r['fit_seconds'])}"
                       f" | {per * 1000:.3f} ms ({ideal['latency_s'] / r['concurrency'] * 1000:.3f}"
                       f" ms) | {fixed_s * 1000:.0f} ms | {in_run} ms"
